@@ -1,6 +1,61 @@
 //! # tower-sticky
 //!
 //! Session affinity ("sticky sessions") for Tower, axum and hyper services.
+//!
+//! A [`StickyLayer`] wraps a keyed set of inner services, [`Backends`], and sends each user to the
+//! same one, chosen by the client IP ([`affinity::IpHash`]), a key on a consistent hash ring
+//! ([`affinity::KeyHash`]: header, cookie, path, query, closure), or spread by
+//! [`affinity::RoundRobin`] / [`affinity::LeastInFlight`] when there is no key. Strategies form a
+//! fallback chain ("key, else IP, else round robin"). When a backend is unusable, each of its
+//! users moves to one deterministic substitute; when it is removed, only its users move.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//! use tower_sticky::{Backends, Routed, StickyLayer, affinity::{IpHash, KeyHash}};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let backend = |name: &'static str| service_fn(move |_req: http::Request<String>| async move {
+//!     Ok::<_, Infallible>(http::Response::new(format!("hello from {name}")))
+//! });
+//! let backends = Backends::new()
+//!     .with("a", backend("a"))
+//!     .with("b", backend("b"))
+//!     .with_weight("c", backend("c"), 2)?;
+//! let mut app = ServiceBuilder::new()
+//!     .layer(
+//!         StickyLayer::builder()
+//!             .affinity(KeyHash::header("x-user"))
+//!             .fallback(IpHash::new().trusted_proxies(["10.0.0.0/8"])?)
+//!             .build(),
+//!     )
+//!     .service(backends);
+//!
+//! let req = http::Request::builder().header("x-user", "alice").body(String::new())?;
+//! let res = app.ready().await?.call(req).await?;
+//! let routed = res.extensions().get::<Routed>().expect("Sticky records its choice");
+//! println!("alice -> {} ({})", routed.backend, routed.reason);
+//! # Ok(()) }
+//! ```
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
+
+pub mod affinity;
+mod backends;
+mod error;
+pub mod hash;
+mod headers;
+mod id;
+mod layer;
+pub mod ring;
+mod service;
+
+pub use backends::{BackendState, Backends, BackendsHandle, MemberInfo, MemberSet};
+pub use error::BackendsError;
+pub use id::BackendId;
+pub use layer::{StickyLayer, StickyLayerBuilder};
+pub use service::{ResponseFuture, Routed, Sticky, TextBody, unavailable_response};
+
+/// The boxed error type used where errors of different sources meet (discovery streams).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,0 +1,124 @@
+//! [`StickyLayer`] and its builder.
+
+use std::sync::Arc;
+
+use tower_layer::Layer;
+
+use crate::affinity::{Affinity, Chain, RoundRobin};
+use crate::service::Policy;
+use crate::{Backends, Sticky};
+
+/// A [`tower::Layer`] that turns a [`Backends`] set into a [`Sticky`] service.
+///
+/// The layer holds a chain of strategies: the primary [`affinity`](StickyLayerBuilder::affinity),
+/// then each [`fallback`](StickyLayerBuilder::fallback) in order, then always [`RoundRobin`] so a
+/// request whose strategies all lack a key still gets a backend. Strategies keep their state (a
+/// round-robin counter, a learned table) in the layer, so every `Sticky` it makes shares it.
+///
+/// ```no_run
+/// use std::net::SocketAddr;
+/// use axum::{Router, routing::get};
+/// use tower::ServiceBuilder;
+/// use tower_sticky::{Backends, StickyLayer, affinity::{IpHash, KeyHash}};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let backend = |name: &'static str| Router::new().route("/", get(move || async move { name }));
+/// let backends = Backends::new()
+///     .with("a", backend("a"))
+///     .with("b", backend("b"))
+///     .with_weight("c", backend("c"), 2)?;
+///
+/// let sticky = StickyLayer::builder()
+///     .affinity(KeyHash::header("x-user"))
+///     .fallback(IpHash::new().trusted_proxies(["10.0.0.0/8"])?)
+///     .build();
+/// let app = ServiceBuilder::new().layer(sticky).service(backends);
+///
+/// // Serve it with the peer address attached, so IP affinity sees the client.
+/// let app = Router::new().fallback_service(app);
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct StickyLayer {
+    policy: Arc<Policy>,
+}
+
+impl StickyLayer {
+    /// A layer with one strategy (then round robin).
+    pub fn new(affinity: impl Affinity) -> Self {
+        Self::builder().affinity(affinity).build()
+    }
+
+    /// A builder for a chain of strategies.
+    pub fn builder() -> StickyLayerBuilder {
+        StickyLayerBuilder::default()
+    }
+
+    /// Makes a [`Sticky`] over `backends` (what [`Layer::layer`] does).
+    pub fn sticky<S: Clone>(&self, backends: Backends<S>) -> Sticky<S> {
+        Sticky::new(backends, Arc::clone(&self.policy))
+    }
+}
+
+impl<S: Clone> Layer<Backends<S>> for StickyLayer {
+    type Service = Sticky<S>;
+
+    fn layer(&self, backends: Backends<S>) -> Self::Service {
+        self.sticky(backends)
+    }
+}
+
+/// Builds a [`StickyLayer`]: a primary strategy, fallbacks, and the final round robin.
+///
+/// ```
+/// use tower_sticky::{StickyLayer, affinity::{IpHash, KeyHash, LeastInFlight}};
+/// let layer = StickyLayer::builder()
+///     .affinity(KeyHash::cookie("session_id"))
+///     .fallback(IpHash::new())
+///     .balance(LeastInFlight::new())
+///     .build();
+/// # let _ = layer;
+/// ```
+#[derive(Debug, Default)]
+pub struct StickyLayerBuilder {
+    primary: Option<Arc<dyn Affinity>>,
+    fallbacks: Vec<Arc<dyn Affinity>>,
+    balance: Option<Arc<dyn Affinity>>,
+}
+
+impl StickyLayerBuilder {
+    /// Sets the primary strategy (asked first).
+    pub fn affinity(mut self, affinity: impl Affinity) -> Self {
+        self.primary = Some(Arc::new(affinity));
+        self
+    }
+
+    /// Appends a fallback strategy, asked when the ones before it have no key for the request.
+    pub fn fallback(mut self, affinity: impl Affinity) -> Self {
+        self.fallbacks.push(Arc::new(affinity));
+        self
+    }
+
+    /// Sets the last resort for requests no strategy has a key for (default [`RoundRobin`]).
+    pub fn balance(mut self, affinity: impl Affinity) -> Self {
+        self.balance = Some(Arc::new(affinity));
+        self
+    }
+
+    /// Builds the layer.
+    pub fn build(self) -> StickyLayer {
+        let mut chain = Chain::new();
+        for strategy in self.primary.into_iter().chain(self.fallbacks) {
+            chain = chain.then_shared(strategy);
+        }
+        let balance = self
+            .balance
+            .unwrap_or_else(|| Arc::new(RoundRobin::new()) as Arc<dyn Affinity>);
+        chain = chain.then_shared(balance);
+        StickyLayer {
+            policy: Arc::new(Policy { chain }),
+        }
+    }
+}
