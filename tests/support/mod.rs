@@ -1,0 +1,4 @@
+//! Shared helpers for the integration tests: real HTTP servers on loopback.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod http;
