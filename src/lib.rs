@@ -51,6 +51,7 @@ mod layer;
 pub mod ring;
 mod service;
 
+pub use affinity::Affinity;
 pub use backends::{BackendState, Backends, BackendsHandle, MemberInfo, MemberSet};
 pub use error::BackendsError;
 pub use id::BackendId;
@@ -59,3 +60,8 @@ pub use service::{ResponseFuture, Routed, Sticky, TextBody, unavailable_response
 
 /// The boxed error type used where errors of different sources meet (discovery streams).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
