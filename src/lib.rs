@@ -49,6 +49,8 @@ mod headers;
 mod id;
 mod layer;
 pub mod ring;
+#[cfg(feature = "axum")]
+pub mod serve;
 mod service;
 
 pub use affinity::Affinity;
