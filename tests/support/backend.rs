@@ -124,3 +124,17 @@ pub async fn spawn_dropper() -> (SocketAddr, Arc<AtomicU64>, tokio::task::JoinHa
 pub async fn text(body: Body) -> String {
     String::from_utf8_lossy(&axum::body::to_bytes(body, 1 << 20).await.unwrap()).into_owned()
 }
+
+/// A header key that a Ketama ring over `ids` (weight 1 each) maps to `target`.
+pub fn key_for(target: &str, ids: &[&str], skip: usize) -> String {
+    use tower_sticky::BackendId;
+    use tower_sticky::ring::{RingKind, RingMember};
+    let ids: Vec<BackendId> = ids.iter().map(|s| BackendId::from(*s)).collect();
+    let members: Vec<RingMember<'_>> = ids.iter().map(|id| RingMember { id, weight: 1 }).collect();
+    let ring = RingKind::Ketama.build(&members);
+    (0..)
+        .map(|i| format!("user-{i}"))
+        .filter(|k| ids[ring.primary(k.as_bytes()).unwrap()] == target)
+        .nth(skip)
+        .unwrap()
+}
