@@ -195,10 +195,12 @@ impl StickyLayerBuilder {
         chain = chain.then_shared(balance);
         let mut policy = self.policy;
         policy.chain = chain;
-        policy.replay = self.replay_max_body_bytes.map(|max_body_bytes| ReplayPolicy {
-            methods: self.idempotent_methods,
-            budget: ReplayBudget { max_body_bytes },
-        });
+        policy.replay = self
+            .replay_max_body_bytes
+            .map(|max_body_bytes| ReplayPolicy {
+                methods: self.idempotent_methods,
+                budget: ReplayBudget { max_body_bytes },
+            });
         StickyLayer {
             policy: Arc::new(policy),
         }

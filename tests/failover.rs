@@ -14,9 +14,9 @@ use support::backend::{
 };
 use support::http::{TestServer, client_from, get as http_get, serve_gateway};
 use tokio::time::timeout;
+use tower_sticky::StickyLayer;
 use tower_sticky::affinity::KeyHash;
 use tower_sticky::health::{ActiveHealth, HealthState, PassiveHealth};
-use tower_sticky::StickyLayer;
 
 #[derive(Debug, Default)]
 struct Seen {
@@ -104,7 +104,13 @@ async fn a_killed_backend_costs_no_errors_its_clients_move_to_one_substitute_and
         .collect();
     let phase = Arc::new(AtomicU8::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let clients = start_clients(gateway.url(), users.clone(), phase.clone(), stop.clone(), 2_000);
+    let clients = start_clients(
+        gateway.url(),
+        users.clone(),
+        phase.clone(),
+        stop.clone(),
+        2_000,
+    );
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Kill "a" under load.
@@ -134,19 +140,31 @@ async fn a_killed_backend_costs_no_errors_its_clients_move_to_one_substitute_and
 
     let mut rows = Vec::new();
     for client in clients {
-        rows.extend(timeout(Duration::from_secs(30), client).await.unwrap().unwrap().rows);
+        rows.extend(
+            timeout(Duration::from_secs(30), client)
+                .await
+                .unwrap()
+                .unwrap()
+                .rows,
+        );
     }
     let errors: Vec<_> = rows.iter().filter(|r| r.2 != 200).collect();
     assert!(errors.is_empty(), "client-visible errors: {errors:?}");
     // Per user and phase: the set of backends that answered.
     let mut by: BTreeMap<(&str, u8), BTreeSet<&str>> = BTreeMap::new();
     for (phase, user, _, backend) in &rows {
-        by.entry((user.as_str(), *phase)).or_default().insert(backend);
+        by.entry((user.as_str(), *phase))
+            .or_default()
+            .insert(backend);
     }
     let mut substitutes = BTreeSet::new();
     for (i, user) in users.iter().enumerate() {
         let home = ids[i / 4];
-        assert_eq!(by[&(user.as_str(), 0)], BTreeSet::from([home]), "{user} before");
+        assert_eq!(
+            by[&(user.as_str(), 0)],
+            BTreeSet::from([home]),
+            "{user} before"
+        );
         let dead = &by[&(user.as_str(), 2)];
         if home == "a" {
             assert_eq!(dead.len(), 1, "{user} spread over {dead:?}");
@@ -155,13 +173,24 @@ async fn a_killed_backend_costs_no_errors_its_clients_move_to_one_substitute_and
             // While it was being killed or restarted: home or that one substitute, nothing else.
             for p in [1, 3, u8::MAX] {
                 if let Some(seen) = by.get(&(user.as_str(), p)) {
-                    assert!(seen.iter().all(|b| *b == "a" || dead.contains(b)), "{seen:?}");
+                    assert!(
+                        seen.iter().all(|b| *b == "a" || dead.contains(b)),
+                        "{seen:?}"
+                    );
                 }
             }
         } else {
-            assert_eq!(dead, &BTreeSet::from([home]), "{user} was not on a but moved");
+            assert_eq!(
+                dead,
+                &BTreeSet::from([home]),
+                "{user} was not on a but moved"
+            );
         }
-        assert_eq!(by[&(user.as_str(), 4)], BTreeSet::from([home]), "{user} after restart");
+        assert_eq!(
+            by[&(user.as_str(), 4)],
+            BTreeSet::from([home]),
+            "{user} after restart"
+        );
     }
     assert!(!substitutes.is_empty());
     let a = stats.stats();
@@ -196,7 +225,10 @@ async fn an_unsent_post_is_retried_with_its_body_on_the_next_candidate() {
             .await
             .unwrap();
         assert_eq!(res.status(), 200);
-        assert_eq!(res.text().await.unwrap(), format!("b POST /echo payload-{n}"));
+        assert_eq!(
+            res.text().await.unwrap(),
+            format!("b POST /echo payload-{n}")
+        );
     }
     let s = stats.stats();
     let (a, b) = (s.backend("a").unwrap(), s.backend("b").unwrap());
@@ -206,7 +238,10 @@ async fn an_unsent_post_is_retried_with_its_body_on_the_next_candidate() {
     // Retries off: the client gets a 502 that names the backend.
     let (status, body) = http_get(&client, &strict.url(), &[("x-user", &on_a)]).await;
     assert_eq!(status, 502);
-    assert!(body.contains("backend a") && body.contains("not sent"), "{body}");
+    assert!(
+        body.contains("backend a") && body.contains("not sent"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -251,7 +286,11 @@ async fn a_sent_then_failed_request_is_replayed_only_when_idempotent_and_opted_i
     // Not opted in: GET is not replayed either.
     let (status, _) = http_get(&client, &format!("{}/echo", plain.url()), &user).await;
     assert_eq!(status, 502);
-    assert_eq!(dropped.load(Ordering::Relaxed), 4, "a saw every request once");
+    assert_eq!(
+        dropped.load(Ordering::Relaxed),
+        4,
+        "a saw every request once"
+    );
 }
 
 #[tokio::test]
@@ -324,7 +363,11 @@ async fn adding_a_backend_under_load_fails_no_request_and_removing_one_lets_in_f
     let client = client_from([127, 0, 2, 4].into());
     let slow: Vec<_> = (0..4)
         .map(|_| {
-            let (client, url, key) = (client.clone(), format!("{}/slow?ms=500", gateway.url()), on_b.clone());
+            let (client, url, key) = (
+                client.clone(),
+                format!("{}/slow?ms=500", gateway.url()),
+                on_b.clone(),
+            );
             tokio::spawn(async move { http_get(&client, &url, &[("x-user", &key)]).await })
         })
         .collect();
@@ -339,12 +382,21 @@ async fn adding_a_backend_under_load_fails_no_request_and_removing_one_lets_in_f
     stop.store(true, Ordering::Relaxed);
 
     for task in slow {
-        assert_eq!(task.await.unwrap(), (200, "b".to_owned()), "in-flight request finished on b");
+        assert_eq!(
+            task.await.unwrap(),
+            (200, "b".to_owned()),
+            "in-flight request finished on b"
+        );
     }
     let mut seen_after = BTreeSet::new();
     let mut total = 0;
     for client in clients {
-        for (phase, _, status, backend) in timeout(Duration::from_secs(30), client).await.unwrap().unwrap().rows {
+        for (phase, _, status, backend) in timeout(Duration::from_secs(30), client)
+            .await
+            .unwrap()
+            .unwrap()
+            .rows
+        {
             assert_eq!(status, 200, "a request failed during the change: {backend}");
             total += 1;
             if phase == 2 {
@@ -354,5 +406,8 @@ async fn adding_a_backend_under_load_fails_no_request_and_removing_one_lets_in_f
     }
     assert!(total > 16);
     assert!(!seen_after.contains("b"), "{seen_after:?}");
-    assert!(seen_after.contains("d"), "the new backend takes clients: {seen_after:?}");
+    assert!(
+        seen_after.contains("d"),
+        "the new backend takes clients: {seen_after:?}"
+    );
 }

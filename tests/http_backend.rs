@@ -80,7 +80,11 @@ async fn rewrites_authority_adds_forwarding_headers_and_strips_hop_by_hop_both_w
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    assert!(res.headers().get("x-resp-hop").is_none(), "{:?}", res.headers());
+    assert!(
+        res.headers().get("x-resp-hop").is_none(),
+        "{:?}",
+        res.headers()
+    );
     assert_eq!(res.headers()["x-resp-end"], "kept");
     let report = res.text().await.unwrap();
 
@@ -194,7 +198,9 @@ async fn connect_refused_is_not_sent_and_gives_the_request_back() {
         .name("dead")
         .build()
         .unwrap();
-    let req = http::Request::post("/orders").body(Body::from("payload")).unwrap();
+    let req = http::Request::post("/orders")
+        .body(Body::from("payload"))
+        .unwrap();
     let mut error = timeout(Duration::from_secs(5), svc.oneshot(req))
         .await
         .unwrap()
@@ -222,7 +228,10 @@ async fn a_hung_backend_times_out_with_a_typed_error() {
     .await
     .expect("the timeout fires, the call does not hang")
     .unwrap_err();
-    assert_eq!(error.kind(), HttpErrorKind::Timeout(Duration::from_millis(200)));
+    assert_eq!(
+        error.kind(),
+        HttpErrorKind::Timeout(Duration::from_millis(200))
+    );
     assert!(!error.is_not_sent());
     assert_eq!(error.status(), http::StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(accepted.load(std::sync::atomic::Ordering::Relaxed), 1);
@@ -239,5 +248,8 @@ fn base_urls_are_checked() {
         let err = HttpBackend::new(bad).unwrap_err();
         assert!(err.to_string().contains(why), "{bad}: {err}");
     }
-    assert_eq!(HttpBackend::new("http://10.0.0.7:8080/").unwrap().name(), "10.0.0.7:8080");
+    assert_eq!(
+        HttpBackend::new("http://10.0.0.7:8080/").unwrap().name(),
+        "10.0.0.7:8080"
+    );
 }

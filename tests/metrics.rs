@@ -105,7 +105,10 @@ async fn new_assignments_count_choices_a_strategy_marks_new() {
             req.headers_mut().insert("x-known", "1".parse().unwrap());
         }
         let res = sticky.ready().await.unwrap().call(req).await.unwrap();
-        assert_eq!(res.extensions().get::<Routed>().unwrap().strategy, "newcomers");
+        assert_eq!(
+            res.extensions().get::<Routed>().unwrap().strategy,
+            "newcomers"
+        );
     }
     let s = backends.stats();
     assert_eq!(s.backend("only").unwrap().new_assignments, 2);
@@ -154,15 +157,33 @@ mod facade {
         fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
         fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
         fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-            let c = self.counters.lock().unwrap().entry(series(key)).or_default().clone();
+            let c = self
+                .counters
+                .lock()
+                .unwrap()
+                .entry(series(key))
+                .or_default()
+                .clone();
             Counter::from_arc(c)
         }
         fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-            let g = self.counters.lock().unwrap().entry(series(key)).or_default().clone();
+            let g = self
+                .counters
+                .lock()
+                .unwrap()
+                .entry(series(key))
+                .or_default()
+                .clone();
             Gauge::from_arc(g)
         }
         fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-            let h = self.histograms.lock().unwrap().entry(series(key)).or_default().clone();
+            let h = self
+                .histograms
+                .lock()
+                .unwrap()
+                .entry(series(key))
+                .or_default()
+                .clone();
             Histogram::from_arc(h)
         }
     }
@@ -182,7 +203,8 @@ mod facade {
         .await;
         let client = client_from([127, 0, 4, 200].into());
         for i in 0..20 {
-            let (status, _) = http_get(&client, &gateway.url(), &[("x-user", &format!("f{i}"))]).await;
+            let (status, _) =
+                http_get(&client, &gateway.url(), &[("x-user", &format!("f{i}"))]).await;
             assert_eq!(status, 200);
         }
         let s = stats.stats();
@@ -196,8 +218,16 @@ mod facade {
         };
         for id in ["m1", "m2"] {
             let b = s.backend(id).unwrap();
-            assert_eq!(counter("tower_sticky_requests_total", id), b.requests, "{id}");
-            assert_eq!(counter("tower_sticky_responses_total", id), b.responses, "{id}");
+            assert_eq!(
+                counter("tower_sticky_requests_total", id),
+                b.requests,
+                "{id}"
+            );
+            assert_eq!(
+                counter("tower_sticky_responses_total", id),
+                b.responses,
+                "{id}"
+            );
             assert_eq!(counter("tower_sticky_errors_total", id), b.errors, "{id}");
             assert_eq!(
                 counter("tower_sticky_reassignments_total", id),

@@ -183,7 +183,10 @@ impl BackendState {
 
     /// A request failed. Returns the back-off when this failure ejected the backend.
     pub(crate) fn record_failure(&self, policy: &PassiveHealth) -> Option<Duration> {
-        let failures = self.failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        let failures = self
+            .failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
         let now = now_ms();
         if self.ejected.load(Ordering::Relaxed) {
             // Inside the back-off (a request routed before the ejection): nothing new.
@@ -294,20 +297,14 @@ mod tests {
         assert!(!s.record_success());
         assert_eq!(s.record_failure(&policy), None);
         assert_eq!(s.record_failure(&policy), None);
-        assert_eq!(
-            s.record_failure(&policy),
-            Some(Duration::from_millis(40))
-        );
+        assert_eq!(s.record_failure(&policy), Some(Duration::from_millis(40)));
         assert!(!s.is_healthy());
         assert!(matches!(s.health(), HealthState::Ejected { .. }));
         std::thread::sleep(Duration::from_millis(60));
         assert!(s.is_healthy(), "back-off over: on probation, routable");
         assert_eq!(s.health(), HealthState::Probation);
         // Fails on probation: ejected again, for twice as long.
-        assert_eq!(
-            s.record_failure(&policy),
-            Some(Duration::from_millis(80))
-        );
+        assert_eq!(s.record_failure(&policy), Some(Duration::from_millis(80)));
         assert!(!s.is_healthy());
         std::thread::sleep(Duration::from_millis(100));
         assert!(s.record_success(), "one success readmits");

@@ -15,7 +15,8 @@ use tower_service::Service;
 use crate::BackendId;
 use crate::backends::Shared;
 
-type SendProbe<S> = dyn Fn(S, Request<Empty<Bytes>>) -> BoxFuture<'static, Option<StatusCode>> + Send + Sync;
+type SendProbe<S> =
+    dyn Fn(S, Request<Empty<Bytes>>) -> BoxFuture<'static, Option<StatusCode>> + Send + Sync;
 type CheckFn = dyn Fn(BackendId) -> BoxFuture<'static, bool> + Send + Sync;
 
 enum Probe<S> {
@@ -220,16 +221,17 @@ where
                 tracing::debug!("backend set dropped; active health checks stop");
                 return;
             };
-            let rounds = snapshot
-                .set
-                .members()
-                .iter()
-                .zip(&snapshot.services)
-                .map(|(member, service)| {
-                    let probe = health.run_one(member.id().clone(), service.clone());
-                    let timeout = health.timeout;
-                    async move { tokio::time::timeout(timeout, probe).await.unwrap_or(false) }
-                });
+            let rounds =
+                snapshot
+                    .set
+                    .members()
+                    .iter()
+                    .zip(&snapshot.services)
+                    .map(|(member, service)| {
+                        let probe = health.run_one(member.id().clone(), service.clone());
+                        let timeout = health.timeout;
+                        async move { tokio::time::timeout(timeout, probe).await.unwrap_or(false) }
+                    });
             let results = join_all(rounds).await;
             for (member, ok) in snapshot.set.members().iter().zip(results) {
                 match member.state().record_probe(ok, health.rise, health.fall) {

@@ -122,7 +122,10 @@ mod tests {
     async fn buffering_is_bounded() {
         assert!(fits(&SizeHint::with_exact(10), 10));
         assert!(!fits(&SizeHint::with_exact(11), 10));
-        assert!(!fits(&SizeHint::new(), 10), "unknown length is not buffered");
+        assert!(
+            !fits(&SizeHint::new(), 10),
+            "unknown length is not buffered"
+        );
         assert_eq!(
             buffer(Full::new(Bytes::from("abc")), 3).await.unwrap(),
             "abc"

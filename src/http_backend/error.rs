@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 
-use crate::service::{Delivery, InnerError, TextBody};
 use crate::BoxError;
+use crate::service::{Delivery, InnerError, TextBody};
 
 /// Why a request to a remote backend failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -180,7 +180,10 @@ mod tests {
     #[test]
     fn errors_name_the_backend_and_give_unsent_requests_back() {
         assert_error::<HttpBackendError>();
-        let req = Request::builder().uri("/x").body(Bytes::from("body")).unwrap();
+        let req = Request::builder()
+            .uri("/x")
+            .body(Bytes::from("body"))
+            .unwrap();
         let mut error = HttpBackendError::new(
             "a".into(),
             HttpErrorKind::NotSent,
@@ -197,7 +200,10 @@ mod tests {
             Some(Delivery::NotSent)
         );
         let back: Request<Bytes> = error.take_request().unwrap();
-        assert_eq!((back.uri().path(), back.body().as_ref()), ("/x", &b"body"[..]));
+        assert_eq!(
+            (back.uri().path(), back.body().as_ref()),
+            ("/x", &b"body"[..])
+        );
         let res: Response<String> = error.to_response();
         assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
         assert!(res.body().contains("backend a") && res.body().contains("connection refused"));

@@ -91,7 +91,13 @@ impl std::fmt::Debug for HttpBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpBackend")
             .field("name", &self.inner.name)
-            .field("base", &format_args!("{}://{}{}", self.inner.scheme, self.inner.authority, self.inner.prefix))
+            .field(
+                "base",
+                &format_args!(
+                    "{}://{}{}",
+                    self.inner.scheme, self.inner.authority, self.inner.prefix
+                ),
+            )
             .field("http2", &self.inner.http2)
             .finish()
     }
@@ -197,18 +203,12 @@ impl HttpBackendBuilder {
             url: self.base.clone(),
             why,
         };
-        let uri: Uri = self
-            .base
-            .parse()
-            .map_err(|_| invalid("not a URL"))?;
+        let uri: Uri = self.base.parse().map_err(|_| invalid("not a URL"))?;
         let scheme = uri.scheme().cloned().ok_or_else(|| invalid("no scheme"))?;
         if scheme != Scheme::HTTP {
             return Err(invalid("only http:// is supported (no TLS)"));
         }
-        let authority = uri
-            .authority()
-            .cloned()
-            .ok_or_else(|| invalid("no host"))?;
+        let authority = uri.authority().cloned().ok_or_else(|| invalid("no host"))?;
         if uri.query().is_some() {
             return Err(invalid("a base URL cannot have a query"));
         }
@@ -249,7 +249,8 @@ where
 {
     type Response = Response<AxumBody>;
     type Error = HttpBackendError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<AxumBody>, HttpBackendError>> + Send>>;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Response<AxumBody>, HttpBackendError>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // The pool opens connections on demand; readiness is per request.
@@ -293,7 +294,10 @@ impl Inner {
         Uri::from_parts(parts).ok()
     }
 
-    async fn forward<B>(self: Arc<Self>, req: Request<B>) -> Result<Response<AxumBody>, HttpBackendError>
+    async fn forward<B>(
+        self: Arc<Self>,
+        req: Request<B>,
+    ) -> Result<Response<AxumBody>, HttpBackendError>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -312,7 +316,9 @@ impl Inner {
 
         let budget = parts.extensions.get::<ReplayBudget>().copied();
         let (outgoing, kept) = match budget {
-            Some(ReplayBudget { max_body_bytes }) if body::fits(&body.size_hint(), max_body_bytes) => {
+            Some(ReplayBudget { max_body_bytes })
+                if body::fits(&body.size_hint(), max_body_bytes) =>
+            {
                 match body::buffer(body, max_body_bytes).await {
                     Ok(bytes) => (body::full(bytes.clone()), Kept::Buffered(bytes)),
                     // The client's body failed or lied about its length: nothing to replay and
@@ -356,11 +362,9 @@ impl Inner {
             }
             Err(error) if error.is_connect() => {
                 let returned = match kept {
-                    Kept::Slot(slot) => body::lock(&slot)
-                        .take()
-                        .map(|b| {
-                            Returned::Original(Mutex::new(Box::new(Request::from_parts(parts, b))))
-                        }),
+                    Kept::Slot(slot) => body::lock(&slot).take().map(|b| {
+                        Returned::Original(Mutex::new(Box::new(Request::from_parts(parts, b))))
+                    }),
                     Kept::Buffered(bytes) => Some(Returned::Buffered(Box::new(parts), bytes)),
                 };
                 tracing::debug!(backend = %self.name, %error, "connect failed; request not sent");

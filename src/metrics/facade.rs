@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use crate::backends::MemberInfo;
 #[cfg(feature = "metrics")]
 use crate::BackendId;
 use crate::backends::BackendState;
+use crate::backends::MemberInfo;
 
 #[cfg(feature = "metrics")]
 pub(crate) struct Handles {
@@ -93,7 +93,11 @@ pub(crate) fn record(_id: &crate::BackendId, _state: &BackendState, _event: Even
 /// A probe or the handle changed a backend's health.
 #[cfg(feature = "metrics")]
 pub(crate) fn health_changed(member: &MemberInfo) {
-    let healthy = if member.state().is_healthy() { 1.0 } else { 0.0 };
+    let healthy = if member.state().is_healthy() {
+        1.0
+    } else {
+        0.0
+    };
     handles(member.id(), member.state()).healthy.set(healthy);
 }
 

@@ -17,7 +17,9 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
-use crate::affinity::{Affinity, Chain, Reason, ResponseHook, RouteContext, Selection, Unavailable};
+use crate::affinity::{
+    Affinity, Chain, Reason, ResponseHook, RouteContext, Selection, Unavailable,
+};
 use crate::backends::{InFlight, MemberSet};
 use crate::health::PassiveHealth;
 use crate::metrics::StickyStats;
@@ -60,13 +62,20 @@ pub struct Routed {
 /// or slow backend never blocks requests for the others. Inner services must therefore be `Clone`
 /// and cheap to clone; wrap others in [`tower::buffer::Buffer`].
 ///
-/// # Errors and edge behaviour
+/// # Errors, retries and edge behaviour
 ///
-/// Errors of the chosen backend are returned unchanged (`Error = S::Error`, so over axum routers
-/// it stays `Infallible`), and so is the response body type (`Sticky<axum::Router>` serves
-/// `axum::body::Body`). When no backend is configured or none is usable, `Sticky` answers
-/// `503 Service Unavailable` with a one-line plain-text body saying why, at once; the body type
-/// must implement [`TextBody`] for that.
+/// What happens to an inner service's error is decided by its [`InnerError`] impl. Errors that
+/// give the request back (an [`HttpBackend`](crate::http_backend::HttpBackend) that could not
+/// connect; or, with [`retry_idempotent`](crate::StickyLayerBuilder::retry_idempotent), an
+/// idempotent request whose body was buffered) are retried inside the response future on the
+/// strategy's next candidate, the failed backends excluded, up to
+/// [`max_retries`](crate::StickyLayerBuilder::max_retries) times; the response hook of the final
+/// choice is the one applied. Other errors are returned as they are (`Infallible` and `BoxError`
+/// unchanged, so over axum routers `Sticky` stays infallible) or turned into a response
+/// (`HttpBackendError` becomes `502`/`504`). The response body type is unchanged
+/// (`Sticky<axum::Router>` and `Sticky<HttpBackend>` serve `axum::body::Body`). When no backend
+/// is configured or none is usable, `Sticky` answers `503 Service Unavailable` with a one-line
+/// plain-text body saying why, at once; the body type must implement [`TextBody`] for that.
 ///
 /// ```
 /// use std::convert::Infallible;

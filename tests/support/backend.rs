@@ -33,7 +33,9 @@ pub fn full_router(id: &'static str, probes: Arc<AtomicU64>) -> Router {
             "/echo",
             any(move |req: Request| async move {
                 let (parts, body) = req.into_parts();
-                let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+                let bytes = axum::body::to_bytes(body, 1 << 20)
+                    .await
+                    .unwrap_or_default();
                 format!(
                     "{id} {} {} {}",
                     parts.method,

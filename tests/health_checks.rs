@@ -67,7 +67,11 @@ async fn a_hung_backend_times_out_counts_as_failing_and_is_ejected_without_hangi
     let s = stats.stats();
     let a = s.backend("a").unwrap();
     assert_eq!((a.requests, a.errors, a.ejections), (2, 2, 1));
-    assert!(matches!(a.health, HealthState::Ejected { .. }), "{:?}", a.health);
+    assert!(
+        matches!(a.health, HealthState::Ejected { .. }),
+        "{:?}",
+        a.health
+    );
 }
 
 #[tokio::test]
@@ -92,7 +96,11 @@ async fn a_slow_backend_that_answers_in_time_is_not_a_failure() {
     let s = stats.stats();
     let a = s.backend("a").unwrap();
     assert_eq!((a.errors, a.health), (0, HealthState::Healthy));
-    assert!(a.latency.max >= Duration::from_millis(300), "{:?}", a.latency);
+    assert!(
+        a.latency.max >= Duration::from_millis(300),
+        "{:?}",
+        a.latency
+    );
 }
 
 #[tokio::test]
@@ -132,13 +140,28 @@ async fn a_check_closure_marks_backends_down_and_up_with_rise_and_fall() {
             .expect("probes change the state")
         }
     };
-    assert_eq!(http_get(&client, &gateway.url(), &[("x-user", &on_a)]).await.1, "a");
+    assert_eq!(
+        http_get(&client, &gateway.url(), &[("x-user", &on_a)])
+            .await
+            .1,
+        "a"
+    );
     a_up.store(false, Ordering::Relaxed);
     wait_for(HealthState::Down).await;
-    assert_eq!(http_get(&client, &gateway.url(), &[("x-user", &on_a)]).await.1, "b");
+    assert_eq!(
+        http_get(&client, &gateway.url(), &[("x-user", &on_a)])
+            .await
+            .1,
+        "b"
+    );
     a_up.store(true, Ordering::Relaxed);
     wait_for(HealthState::Healthy).await;
-    assert_eq!(http_get(&client, &gateway.url(), &[("x-user", &on_a)]).await.1, "a");
+    assert_eq!(
+        http_get(&client, &gateway.url(), &[("x-user", &on_a)])
+            .await
+            .1,
+        "a"
+    );
 }
 
 #[tokio::test]
@@ -162,7 +185,10 @@ async fn the_probe_task_stops_when_the_last_clone_is_dropped() {
     .expect("probes run");
     drop((backends, sticky.clone()));
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(probes.load(Ordering::Relaxed) > 3, "still running while a clone lives");
+    assert!(
+        probes.load(Ordering::Relaxed) > 3,
+        "still running while a clone lives"
+    );
     drop((sticky, handle));
     // At most one round already under way may still land.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -201,11 +227,26 @@ async fn below_the_panic_threshold_health_is_ignored() {
     let client = client_from([127, 0, 3, 4].into());
     let on_a = key_for("a", &ids, 0);
     // 1 of 3 healthy < 50 %: route as if all were healthy.
-    assert_eq!(http_get(&client, &with_panic.url(), &[("x-user", &on_a)]).await.1, "a");
-    assert_eq!(http_get(&client, &without.url(), &[("x-user", &on_a)]).await.1, "c");
+    assert_eq!(
+        http_get(&client, &with_panic.url(), &[("x-user", &on_a)])
+            .await
+            .1,
+        "a"
+    );
+    assert_eq!(
+        http_get(&client, &without.url(), &[("x-user", &on_a)])
+            .await
+            .1,
+        "c"
+    );
     // 2 of 3 healthy >= 50 %: health counts again.
     panicky.handle().set_healthy("b", true).unwrap();
-    assert_ne!(http_get(&client, &with_panic.url(), &[("x-user", &on_a)]).await.1, "a");
+    assert_ne!(
+        http_get(&client, &with_panic.url(), &[("x-user", &on_a)])
+            .await
+            .1,
+        "a"
+    );
 }
 
 #[tokio::test]
@@ -223,7 +264,12 @@ async fn a_draining_backend_keeps_its_sticky_clients_and_takes_no_new_ones() {
     let client = client_from([127, 0, 3, 5].into());
     let on_a = key_for("a", &["a", "b"], 0);
     for _ in 0..5 {
-        assert_eq!(http_get(&client, &gateway.url(), &[("x-user", &on_a)]).await.1, "a");
+        assert_eq!(
+            http_get(&client, &gateway.url(), &[("x-user", &on_a)])
+                .await
+                .1,
+            "a"
+        );
     }
     // Clients without a key are balanced, and never onto the draining backend.
     for _ in 0..10 {
