@@ -189,9 +189,9 @@ impl MaglevRing {
     }
 
     #[inline]
-    fn slot(&self, key: &[u8]) -> usize {
+    fn slot(&self, hash: u64) -> usize {
         // Lemire's multiply-shift maps the 64-bit hash onto 0..size without a division.
-        ((u128::from(key_hash(key)) * self.table.len() as u128) >> 64) as usize
+        ((u128::from(hash) * self.table.len() as u128) >> 64) as usize
     }
 }
 
@@ -250,14 +250,28 @@ impl Ring for MaglevRing {
         if size == 0 {
             return None;
         }
-        let start = self.slot(key);
-        let first = self.table.get(start)?;
+        let hash = key_hash(key);
+        let first = self.table.get(self.slot(hash))?;
         if accept(first) {
             return Some(first);
         }
-        // Failover path: the following slots, each further member offered once.
+        // Failover path. The slot after a member's slot is not an even draw over the others
+        // (neighbouring slots are claimed in correlated turns), so substitutes come from fresh
+        // slots drawn by re-mixing the key hash: each further member is then drawn in proportion
+        // to its share of the table. A bounded number of draws, then a sweep of the table
+        // guarantees every member is offered.
         let mut visited = Visited::new(self.members);
         visited.insert(first);
+        for round in 1..=FAILOVER_DRAWS {
+            if visited.distinct() == self.members {
+                return None;
+            }
+            let owner = self.table.get(self.slot(remix(hash, round)))?;
+            if visited.insert(owner) && accept(owner) {
+                return Some(owner);
+            }
+        }
+        let start = self.slot(hash);
         for step in 1..size {
             if visited.distinct() == self.members {
                 break;
@@ -269,6 +283,19 @@ impl Ring for MaglevRing {
         }
         None
     }
+}
+
+/// Failover draws made by re-mixing the key hash before sweeping the table in order.
+const FAILOVER_DRAWS: u64 = 64;
+
+/// The `round`-th re-mix of a key hash: SplitMix64's output function (Steele et al., 2014) over
+/// the hash advanced by `round` golden-ratio steps. Stable by specification.
+#[inline]
+fn remix(hash: u64, round: u64) -> u64 {
+    let mut z = hash.wrapping_add(round.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]
