@@ -2,7 +2,7 @@
 //! seed, the point labels, the table fill order) fails here, because it would move users.
 
 use tower_sticky::BackendId;
-use tower_sticky::ring::{Ring, RingKind, RingMember};
+use tower_sticky::ring::{RingKind, RingMember};
 
 const SERVERS: [(&str, u32); 5] = [
     ("10.0.0.1:8080", 1),
