@@ -23,10 +23,11 @@ fn keys() -> Vec<String> {
         .collect()
 }
 
-/// Something that maps a key to a server name, built over a server list.
+/// Something that maps a key to a server, built over a server list. Servers are numbered
+/// (`addr(i)`), and a mapping answers with those numbers so lists can be compared.
 trait Mapper {
     fn name(&self) -> String;
-    fn map(&self, servers: &[String], keys: &[String]) -> Vec<String>;
+    fn map(&self, servers: &[usize], keys: &[String]) -> Vec<u32>;
 }
 
 struct Ours(&'static str, RingKind);
@@ -35,17 +36,19 @@ impl Mapper for Ours {
     fn name(&self) -> String {
         self.0.to_owned()
     }
-    fn map(&self, servers: &[String], keys: &[String]) -> Vec<String> {
-        let mut ids: Vec<BackendId> = servers.iter().map(BackendId::from).collect();
-        ids.sort();
-        let members: Vec<RingMember<'_>> =
-            ids.iter().map(|id| RingMember { id, weight: 1 }).collect();
+    fn map(&self, servers: &[usize], keys: &[String]) -> Vec<u32> {
+        let mut named: Vec<(BackendId, u32)> = servers
+            .iter()
+            .map(|&i| (BackendId::from(addr(i)), i as u32))
+            .collect();
+        named.sort();
+        let members: Vec<RingMember<'_>> = named
+            .iter()
+            .map(|(id, _)| RingMember { id, weight: 1 })
+            .collect();
         let ring = self.1.build(&members);
         keys.iter()
-            .map(|k| {
-                ring.primary(k.as_bytes())
-                    .map_or_else(String::new, |p| ids[p].to_string())
-            })
+            .map(|k| ring.primary(k.as_bytes()).map_or(u32::MAX, |p| named[p].1))
             .collect()
     }
 }
@@ -56,35 +59,39 @@ impl Mapper for Pingora {
     fn name(&self) -> String {
         "pingora-ketama".to_owned()
     }
-    fn map(&self, servers: &[String], keys: &[String]) -> Vec<String> {
+    fn map(&self, servers: &[usize], keys: &[String]) -> Vec<u32> {
+        let addrs: std::collections::HashMap<SocketAddr, u32> = servers
+            .iter()
+            .map(|&i| (addr(i).parse().unwrap(), i as u32))
+            .collect();
         let buckets: Vec<Bucket> = servers
             .iter()
-            .map(|s| Bucket::new(s.parse::<SocketAddr>().unwrap(), 1))
+            .map(|&i| Bucket::new(addr(i).parse().unwrap(), 1))
             .collect();
         let ring = Continuum::new(&buckets);
         keys.iter()
-            .map(|k| {
-                ring.node(k.as_bytes())
-                    .map_or_else(String::new, |a| a.to_string())
-            })
+            .map(|k| ring.node(k.as_bytes()).map_or(u32::MAX, |a| addrs[&a]))
             .collect()
     }
 }
 
-fn spread(servers: &[String], mapping: &[String]) -> (f64, f64) {
-    let mut counts: std::collections::HashMap<&str, f64> =
-        servers.iter().map(|s| (s.as_str(), 0.0)).collect();
-    for m in mapping {
-        *counts.entry(m.as_str()).or_default() += 1.0;
+/// (max/avg, stddev/avg) of the per-server key counts.
+fn spread(servers: usize, mapping: &[u32]) -> (f64, f64) {
+    let mut counts = vec![0f64; servers + 1];
+    for &m in mapping {
+        if let Some(c) = counts.get_mut(m as usize) {
+            *c += 1.0;
+        }
     }
-    let n = counts.len() as f64;
+    counts.truncate(servers);
+    let n = servers as f64;
     let avg = mapping.len() as f64 / n;
-    let max = counts.values().copied().fold(0.0, f64::max);
-    let var = counts.values().map(|c| (c - avg).powi(2)).sum::<f64>() / n;
+    let max = counts.iter().copied().fold(0.0, f64::max);
+    let var = counts.iter().map(|c| (c - avg).powi(2)).sum::<f64>() / n;
     (max / avg, var.sqrt() / avg)
 }
 
-fn moved(a: &[String], b: &[String]) -> f64 {
+fn moved(a: &[u32], b: &[u32]) -> f64 {
     a.iter().zip(b).filter(|(x, y)| x != y).count() as f64 / a.len() as f64
 }
 
@@ -104,23 +111,22 @@ impl LoadView for Held {
 }
 
 fn bounded_spread(kind: RingKind, factor: f64, n: usize, keys: &[String]) -> (f64, f64) {
-    let servers: Vec<String> = (0..n).map(addr).collect();
-    let mut ids: Vec<BackendId> = servers.iter().map(BackendId::from).collect();
+    let mut ids: Vec<BackendId> = (0..n).map(|i| BackendId::from(addr(i))).collect();
     ids.sort();
     let members: Vec<RingMember<'_>> = ids.iter().map(|id| RingMember { id, weight: 1 }).collect();
     let ring = kind.build(&members);
     let bound = BoundedLoad::new(factor).unwrap();
     let held = Held(RefCell::new(vec![0; n]), RefCell::new(0));
-    let mapping: Vec<String> = keys
+    let mapping: Vec<u32> = keys
         .iter()
         .map(|k| {
             let p = bound.find(&*ring, k.as_bytes(), &held).unwrap().position;
             held.0.borrow_mut()[p] += 1;
             *held.1.borrow_mut() += 1;
-            ids[p].to_string()
+            p as u32
         })
         .collect();
-    spread(&servers, &mapping)
+    spread(n, &mapping)
 }
 
 fn main() {
@@ -130,23 +136,21 @@ fn main() {
         Box::new(Ours("ketama", RingKind::Ketama)),
         Box::new(Ours("ketama-compat", RingKind::KetamaCompat)),
         Box::new(Ours("maglev (65537)", RingKind::maglev())),
+        Box::new(Ours(
+            "maglev (655373)",
+            RingKind::maglev_with_table_size(655_373).unwrap(),
+        )),
     ];
     println!("Ring quality over {KEYS} keys (sequential session-like tokens)\n");
     println!("| ring | N | max/avg | stddev/avg | moved on +1 (ideal) | moved on -1 (ideal) |");
     println!("|---|---:|---:|---:|---:|---:|");
     for n in [10usize, 100, 1000] {
-        let servers: Vec<String> = (0..n).map(addr).collect();
-        let mut plus = servers.clone();
-        plus.push(addr(n));
-        let minus: Vec<String> = servers
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != n / 2)
-            .map(|(_, s)| s.clone())
-            .collect();
+        let servers: Vec<usize> = (0..n).collect();
+        let plus: Vec<usize> = (0..=n).collect();
+        let minus: Vec<usize> = (0..n).filter(|&i| i != n / 2).collect();
         for mapper in &mappers {
             let base = mapper.map(&servers, &keys);
-            let (max_avg, sd_avg) = spread(&servers, &base);
+            let (max_avg, sd_avg) = spread(n, &base);
             let up = moved(&base, &mapper.map(&plus, &keys));
             let down = moved(&base, &mapper.map(&minus, &keys));
             println!(
