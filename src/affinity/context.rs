@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::backends::{MemberInfo, MemberSet};
-use crate::ring::{Ring, RingKind};
+use crate::ring::{LoadView, Ring, RingKind};
 
 /// The membership snapshot a request is routed over, with the usability rules applied.
 ///
@@ -100,6 +100,32 @@ impl<'a> RouteContext<'a> {
                 RingRef::Owned(kind.build(&members))
             }
         }
+    }
+}
+
+/// Loads are the members' live in-flight counters; the totals cover the usable members. Summing
+/// them is linear in the member count, which is why [`BoundedLoad`](crate::ring::BoundedLoad)
+/// asks for the totals only when a key's first candidate is busy.
+impl LoadView for RouteContext<'_> {
+    fn usable(&self, position: usize) -> bool {
+        self.is_usable(position)
+    }
+
+    fn load(&self, position: usize) -> u64 {
+        self.set.get(position).map_or(0, |m| m.state().in_flight())
+    }
+
+    fn weight(&self, position: usize) -> u32 {
+        self.set.get(position).map_or(1, MemberInfo::weight)
+    }
+
+    fn totals(&self) -> (u64, u64) {
+        (0..self.set.len())
+            .filter(|&p| self.is_usable(p))
+            .filter_map(|p| self.set.get(p))
+            .fold((0, 0), |(load, weight), m| {
+                (load + m.state().in_flight(), weight + u64::from(m.weight()))
+            })
     }
 }
 
