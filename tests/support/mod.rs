@@ -1,4 +1,5 @@
 //! Shared helpers for the integration tests: real HTTP servers on loopback.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cookie;
 pub mod http;
