@@ -73,6 +73,13 @@ impl LearnedTable {
         Some(entry.backend.clone())
     }
 
+    /// The backend for `key` without refreshing or promoting it (for inspection).
+    pub(crate) fn peek(&self, key: u128, now: Instant) -> Option<BackendId> {
+        let shard = self.shard(key);
+        let entry = shard.peek(&key)?;
+        (entry.expires > now).then(|| entry.backend.clone())
+    }
+
     /// Records `key -> backend`; returns `false` when it was already recorded so (nothing to
     /// share).
     pub(crate) fn insert(&self, key: u128, backend: BackendId, now: Instant) -> bool {

@@ -140,12 +140,57 @@ impl CookieAffinity {
         CookieAffinityBuilder::new(Kind::Learned, app_cookie.into())
     }
 
-    /// Entries in the learned table now (0 in the other modes).
-    pub fn learned_len(&self) -> usize {
+    /// A handle on the learned table (learned mode only), to inspect it after the strategy has
+    /// been moved into a layer.
+    pub fn learned_table(&self) -> Option<LearnedTableHandle> {
         match &self.mode {
-            Mode::Learned(learned) => learned.table.len(),
-            _ => 0,
+            Mode::Learned(learned) => Some(LearnedTableHandle {
+                table: Arc::clone(&learned.table),
+            }),
+            _ => None,
         }
+    }
+}
+
+/// A read-only view of a learned table (sizes for metrics, look-ups for tests and debugging).
+///
+/// ```
+/// use tower_sticky::affinity::CookieAffinity;
+/// # fn main() -> Result<(), tower_sticky::affinity::cookie::CookieConfigError> {
+/// let learned = CookieAffinity::learn("session_id").capacity(1000).build()?;
+/// let table = learned.learned_table().expect("learned mode");
+/// assert_eq!(table.len(), 0);
+/// assert!(table.capacity() <= 1000);
+/// assert_eq!(table.backend_of("no-such-session"), None);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct LearnedTableHandle {
+    table: Arc<LearnedTable>,
+}
+
+impl LearnedTableHandle {
+    /// Entries held now.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// `true` when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The most entries the table will hold.
+    pub fn capacity(&self) -> usize {
+        self.table.capacity()
+    }
+
+    /// The backend learned for this application cookie value, if any (does not refresh it).
+    pub fn backend_of(&self, cookie_value: &str) -> Option<crate::BackendId> {
+        self.table.peek(
+            learned_table::key_of(cookie_value),
+            std::time::Instant::now(),
+        )
     }
 }
 
