@@ -5,7 +5,11 @@
 use std::fmt;
 use std::sync::Arc;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use cookie::{Cookie, CookieJar, Key};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 use super::CookieConfigError;
 
@@ -115,10 +119,20 @@ pub(crate) struct Opened {
     pub(crate) stale_key: bool,
 }
 
+type HmacSha256 = Hmac<Sha256>;
+
 /// Seals and opens cookie values for one cookie name.
+///
+/// Signed values have the `cookie` crate's signed-jar format, `base64(HMAC-SHA256(text)) ||
+/// text`, over the text `{name}={payload}` (the name is left out of the value sent). The HMAC is
+/// computed here with the same primitives and the same [`Key::signing`] half, with the keyed state
+/// prepared once per key instead of per request: opening a value costs one short HMAC and no
+/// allocation besides the payload. Private values go through the `cookie` crate's private jar.
 #[derive(Clone)]
 pub(crate) struct Codec {
     keys: Arc<[Key]>,
+    /// `macs[i]` is HMAC-SHA256 keyed with `keys[i].signing()`, ready to clone.
+    macs: Arc<[HmacSha256]>,
     protection: Protection,
 }
 
@@ -133,30 +147,35 @@ impl fmt::Debug for Codec {
 
 impl Codec {
     pub(crate) fn new(keys: CookieKeys, protection: Protection) -> Self {
+        let macs = keys
+            .keys
+            .iter()
+            .filter_map(|k| HmacSha256::new_from_slice(k.signing()).ok())
+            .collect();
         Self {
             keys: keys.keys.into(),
+            macs,
             protection,
         }
     }
 
-    /// Seals `payload` for the cookie `name`. `None` only if the jar misbehaves (it cannot with
-    /// valid input); the caller then sets no cookie rather than failing the request.
+    /// Seals `payload` for the cookie `name`. `None` only if there is no key or the jar
+    /// misbehaves (it cannot with valid input); the caller then sets no cookie rather than
+    /// failing the request.
     pub(crate) fn seal(&self, name: &str, payload: &str) -> Option<String> {
-        let key = self.keys.first()?;
-        let mut jar = CookieJar::new();
         match self.protection {
             Protection::Signed => {
-                // The signed jar authenticates the value only; binding the name into the signed
-                // text stops a value issued for another cookie (same key) being replayed here.
-                jar.signed_mut(key)
-                    .add(Cookie::new(name.to_owned(), bind(name, payload)));
-                let signed = jar.get(name)?.value();
-                let digest = signed.get(..DIGEST_LEN)?;
-                let rest = signed.get(DIGEST_LEN + name.len() + 1..)?;
-                Some(format!("{digest}{rest}"))
+                let mut mac = self.macs.first()?.clone();
+                mac.update(name.as_bytes());
+                mac.update(b"=");
+                mac.update(payload.as_bytes());
+                let mut sealed = STANDARD.encode(mac.finalize().into_bytes());
+                sealed.push_str(payload);
+                Some(sealed)
             }
             Protection::Private => {
-                jar.private_mut(key)
+                let mut jar = CookieJar::new();
+                jar.private_mut(self.keys.first()?)
                     .add(Cookie::new(name.to_owned(), payload.to_owned()));
                 Some(jar.get(name)?.value().to_owned())
             }
@@ -169,41 +188,39 @@ impl Codec {
         if value.len() > MAX_VALUE_LEN || value.is_empty() {
             return None;
         }
-        let jar = CookieJar::new();
-        let candidate = match self.protection {
+        match self.protection {
             Protection::Signed => {
                 let digest = value.get(..DIGEST_LEN)?;
-                let rest = value.get(DIGEST_LEN..)?;
-                Cookie::new(name.to_owned(), format!("{digest}{}", bind(name, rest)))
-            }
-            Protection::Private => Cookie::new(name.to_owned(), value.to_owned()),
-        };
-        for (index, key) in self.keys.iter().enumerate() {
-            let opened = match self.protection {
-                Protection::Signed => jar.signed(key).verify(candidate.clone()).and_then(|c| {
-                    c.value()
-                        .strip_prefix(name)
-                        .and_then(|v| v.strip_prefix('='))
-                        .map(str::to_owned)
-                }),
-                Protection::Private => jar
-                    .private(key)
-                    .decrypt(candidate.clone())
-                    .map(|c| c.value().to_owned()),
-            };
-            if let Some(payload) = opened {
-                return Some(Opened {
-                    payload,
+                let payload = value.get(DIGEST_LEN..)?;
+                let mut expected = [0u8; 33];
+                let len = STANDARD.decode_slice(digest, &mut expected).ok()?;
+                let expected = expected.get(..len)?;
+                let index = self.macs.iter().position(|keyed| {
+                    let mut mac = keyed.clone();
+                    mac.update(name.as_bytes());
+                    mac.update(b"=");
+                    mac.update(payload.as_bytes());
+                    // Constant-time comparison (hmac uses `subtle`).
+                    mac.verify_slice(expected).is_ok()
+                })?;
+                Some(Opened {
+                    payload: payload.to_owned(),
                     stale_key: index != 0,
-                });
+                })
+            }
+            Protection::Private => {
+                let jar = CookieJar::new();
+                let candidate = Cookie::new(name.to_owned(), value.to_owned());
+                self.keys.iter().enumerate().find_map(|(index, key)| {
+                    let opened = jar.private(key).decrypt(candidate.clone())?;
+                    Some(Opened {
+                        payload: opened.value().to_owned(),
+                        stale_key: index != 0,
+                    })
+                })
             }
         }
-        None
     }
-}
-
-fn bind(name: &str, payload: &str) -> String {
-    format!("{name}={payload}")
 }
 
 #[cfg(test)]
@@ -255,6 +272,26 @@ mod tests {
         let resealed = after.seal("srv", "v").unwrap();
         assert!(!after.open("srv", &resealed).unwrap().stale_key);
         assert!(before.open("srv", &resealed).is_none());
+    }
+
+    /// Our signed values are the `cookie` crate's signed-jar values over `{name}={payload}`, with
+    /// the `{name}=` left out: each side opens what the other sealed.
+    #[test]
+    fn signed_values_match_the_cookie_crate_signed_jar() {
+        let key = Key::from(&[3u8; 64]);
+        let c = Codec::new(CookieKeys::new(key.clone()), Protection::Signed);
+        let mut jar = CookieJar::new();
+        jar.signed_mut(&key)
+            .add(Cookie::new("srv", "srv=P1.payload"));
+        let by_jar = jar.get("srv").unwrap().value().to_owned();
+        let ours = c.seal("srv", "P1.payload").unwrap();
+        assert_eq!(by_jar.replacen("srv=", "", 1), ours);
+        let verified = jar
+            .signed(&key)
+            .verify(Cookie::new("srv", by_jar.clone()))
+            .unwrap();
+        assert_eq!(verified.value(), "srv=P1.payload");
+        assert_eq!(c.open("srv", &ours).unwrap().payload, "P1.payload");
     }
 
     #[test]

@@ -47,6 +47,7 @@ impl LearnedTable {
         }
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn ttl(&self) -> Duration {
         self.ttl
     }
