@@ -253,6 +253,52 @@ mod tests {
         }
     }
 
+    fn pinned(max_idle: Option<u64>, max_life: Option<u64>) -> Pinned {
+        Pinned {
+            attributes: CookieAttributes::new("srv"),
+            codec: Codec::new(
+                super::super::CookieKeys::new(cookie::Key::from(&[1u8; 64])),
+                super::super::Protection::Signed,
+            ),
+            assigner: Assigner::new(None),
+            max_idle: max_idle.map(Duration::from_secs),
+            max_life: max_life.map(Duration::from_secs),
+            repin_on_failover: true,
+            strict: false,
+            ring: RingKind::Ketama,
+        }
+    }
+
+    fn value(issued: u64, seen: u64) -> PinnedValue {
+        PinnedValue {
+            token: 1,
+            issued,
+            seen,
+            id: "a".into(),
+        }
+    }
+
+    #[test]
+    fn max_life_and_max_idle_expire_and_last_seen_is_refreshed_sparingly() {
+        let now = 1_000_000;
+        let p = pinned(Some(400), Some(3600));
+        assert!(!p.expired(&value(now - 3600, now), now));
+        assert!(p.expired(&value(now - 3601, now), now), "past max life");
+        assert!(!p.expired(&value(now - 10, now - 400), now));
+        assert!(p.expired(&value(now - 10, now - 401), now), "idle too long");
+        assert!(
+            p.expired(&value(now + 301, now + 301), now),
+            "from the future"
+        );
+        // Touched at most every max_idle / 4 = 100 s.
+        assert!(!p.needs_touch(&value(now - 500, now - 99), now));
+        assert!(p.needs_touch(&value(now - 500, now - 100), now));
+        // Without limits nothing expires and nothing is rewritten.
+        let unlimited = pinned(None, None);
+        assert!(!unlimited.expired(&value(0, 0), now));
+        assert!(!unlimited.needs_touch(&value(0, 0), now));
+    }
+
     #[test]
     fn malformed_payloads_are_refused() {
         for bad in [
