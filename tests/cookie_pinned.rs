@@ -328,3 +328,36 @@ async fn host_prefix_forces_secure_and_conflicts_are_build_errors() {
         .unwrap_err();
     assert!(err.to_string().contains("needs Secure"), "{err}");
 }
+
+/// With remote `HttpBackend`s and the service core's retry of unsent requests: the pinned
+/// backend's server is stopped without anyone marking it down; the client's next request is
+/// retried on its substitute, succeeds, and comes back with the cookie re-pinned there.
+#[tokio::test]
+async fn a_killed_pinned_backend_costs_no_error_and_the_retry_repins() {
+    use support::backend::{http_backends, spawn_full};
+    let mut servers = Vec::new();
+    let mut list = Vec::new();
+    for id in ["b0", "b1", "b2"] {
+        let (server, _) = spawn_full("127.0.0.1:0", id).await;
+        list.push((id, server.url()));
+        servers.push(server);
+    }
+    let sticky = tower_sticky::StickyLayer::builder()
+        .cookie(pinned(key(12)))
+        .build()
+        .sticky(http_backends(&list));
+    let gw = support::http::serve_gateway("127.0.0.1:0", sticky).await;
+    let clients = new_clients(&gw.url(), 6).await;
+    let (value, _) = clients.iter().find(|(_, b)| b == "b1").unwrap();
+
+    servers.remove(1).stop().await;
+    let res = with_cookie(&gw.url(), value).await;
+    assert_eq!(res.status, 200, "{res:?}");
+    assert_ne!(res.body, "b1");
+    let repinned = res
+        .cookie("srv")
+        .expect("cookie re-pinned to the substitute");
+    let next = with_cookie(&gw.url(), &repinned).await;
+    assert_eq!((next.status, &next.body), (200, &res.body));
+    assert!(next.set_cookies.is_empty());
+}
