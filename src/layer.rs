@@ -121,6 +121,22 @@ impl StickyLayerBuilder {
         self
     }
 
+    /// Sets cookie affinity as the primary strategy (the same as [`affinity`](Self::affinity)).
+    ///
+    /// ```
+    /// use tower_sticky::{StickyLayer, affinity::{CookieAffinity, IpHash}};
+    /// # fn main() -> Result<(), tower_sticky::affinity::cookie::CookieConfigError> {
+    /// let layer = StickyLayer::builder()
+    ///     .cookie(CookieAffinity::pinned("srv").build()?)
+    ///     .fallback(IpHash::new())
+    ///     .build();
+    /// # let _ = layer;
+    /// # Ok(()) }
+    /// ```
+    pub fn cookie(self, cookie: crate::affinity::CookieAffinity) -> Self {
+        self.affinity(cookie)
+    }
+
     /// Appends a fallback strategy, asked when the ones before it have no key for the request.
     pub fn fallback(mut self, affinity: impl Affinity) -> Self {
         self.fallbacks.push(Arc::new(affinity));

@@ -2,5 +2,6 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod backend;
+pub mod cookie;
 pub mod http;
 pub mod programs;
