@@ -24,7 +24,14 @@ async fn start(strategy: &str, extra: &[&str]) -> Setup {
         spawn_backend("c").await,
     ];
     let listen = free_addr();
-    let mut args = vec!["--listen".to_string(), listen.to_string(), "--strategy".into(), strategy.into(), "--threads".into(), "1".into()];
+    let mut args = vec![
+        "--listen".to_string(),
+        listen.to_string(),
+        "--strategy".into(),
+        strategy.into(),
+        "--threads".into(),
+        "1".into(),
+    ];
     for (id, server) in ["a", "b", "c"].iter().zip(&backends) {
         args.push("--backend".into());
         args.push(format!("{id}={}", server.url()));
@@ -65,7 +72,11 @@ async fn cookie_strategies_keep_each_client_on_one_backend_and_spread_clients() 
             let (status, first) = body(&client, &setup.url).await;
             assert_eq!(status, 200);
             for _ in 0..5 {
-                assert_eq!(body(&client, &setup.url).await.1, first, "{strategy}: client moved");
+                assert_eq!(
+                    body(&client, &setup.url).await.1,
+                    first,
+                    "{strategy}: client moved"
+                );
             }
             homes.insert(first);
         }
@@ -85,10 +96,21 @@ async fn a_tampered_cookie_is_not_obeyed_and_gets_a_fresh_one() {
     let res = client.get(&setup.url).send().await.unwrap();
     let set_cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
     let home = res.text().await.unwrap();
-    let value = set_cookie.split(';').next().unwrap().strip_prefix("srv=").unwrap().to_owned();
+    let value = set_cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .strip_prefix("srv=")
+        .unwrap()
+        .to_owned();
 
     // The genuine cookie is obeyed and not re-set.
-    let res = client.get(&setup.url).header("cookie", format!("srv={value}")).send().await.unwrap();
+    let res = client
+        .get(&setup.url)
+        .header("cookie", format!("srv={value}"))
+        .send()
+        .await
+        .unwrap();
     assert!(res.headers().get("set-cookie").is_none());
     assert_eq!(res.text().await.unwrap(), home);
 
@@ -103,9 +125,17 @@ async fn a_tampered_cookie_is_not_obeyed_and_gets_a_fresh_one() {
         value[..value.len() / 2].to_owned(),
     ];
     for forged in forged {
-        let res = client.get(&setup.url).header("cookie", format!("srv={forged}")).send().await.unwrap();
+        let res = client
+            .get(&setup.url)
+            .header("cookie", format!("srv={forged}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 200);
-        let fresh = res.headers().get("set-cookie").map(|v| v.to_str().unwrap().to_owned());
+        let fresh = res
+            .headers()
+            .get("set-cookie")
+            .map(|v| v.to_str().unwrap().to_owned());
         assert!(fresh.is_some(), "forged cookie {forged:?} was accepted");
         assert!(fresh.unwrap().starts_with("srv="));
     }
@@ -113,10 +143,18 @@ async fn a_tampered_cookie_is_not_obeyed_and_gets_a_fresh_one() {
     // so not every one of them is c.
     let mut seen = BTreeSet::new();
     for _ in 0..9 {
-        let res = client.get(&setup.url).header("cookie", "srv=c").send().await.unwrap();
+        let res = client
+            .get(&setup.url)
+            .header("cookie", "srv=c")
+            .send()
+            .await
+            .unwrap();
         seen.insert(res.text().await.unwrap());
     }
-    assert!(seen.len() > 1, "a forged 'srv=c' routed every time to {seen:?}");
+    assert!(
+        seen.len() > 1,
+        "a forged 'srv=c' routed every time to {seen:?}"
+    );
 }
 
 #[tokio::test]
@@ -127,11 +165,20 @@ async fn ip_ring_ignores_forwarded_for_from_an_untrusted_peer_and_sticks_per_add
         let client = client_from(IpAddr::from([127, 0, 0, octet]));
         let (_, home) = http_get(&client, &setup.url, &[]).await;
         for spoof in ["1.1.1.1", "8.8.8.8, 9.9.9.9"] {
-            assert_eq!(http_get(&client, &setup.url, &[("x-forwarded-for", spoof)]).await.1, home);
+            assert_eq!(
+                http_get(&client, &setup.url, &[("x-forwarded-for", spoof)])
+                    .await
+                    .1,
+                home
+            );
         }
         homes.insert(home);
     }
-    assert_eq!(homes.len(), 3, "20 addresses should reach all three backends");
+    assert_eq!(
+        homes.len(),
+        3,
+        "20 addresses should reach all three backends"
+    );
 }
 
 #[tokio::test]
@@ -142,7 +189,10 @@ async fn header_strategy_and_round_robin() {
     for i in 0..30 {
         let user = format!("user-{i}");
         let (_, home) = http_get(&client, &setup.url, &[("x-user", &user)]).await;
-        assert_eq!(http_get(&client, &setup.url, &[("x-user", &user)]).await.1, home);
+        assert_eq!(
+            http_get(&client, &setup.url, &[("x-user", &user)]).await.1,
+            home
+        );
         by_user.insert(user, home);
     }
     let distinct: BTreeSet<_> = by_user.values().collect();
@@ -152,9 +202,15 @@ async fn header_strategy_and_round_robin() {
     let setup = start("round-robin", &[]).await;
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for _ in 0..30 {
-        *counts.entry(http_get(&client, &setup.url, &[]).await.1).or_default() += 1;
+        *counts
+            .entry(http_get(&client, &setup.url, &[]).await.1)
+            .or_default() += 1;
     }
-    assert_eq!(counts.values().copied().collect::<Vec<_>>(), [10, 10, 10], "{counts:?}");
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        [10, 10, 10],
+        "{counts:?}"
+    );
 }
 
 #[tokio::test]
@@ -162,7 +218,14 @@ async fn killing_a_backend_moves_its_clients_with_no_errors_and_metrics_count_it
     let metrics = free_addr();
     let mut setup = start(
         "cookie-pinned",
-        &["--health-path", "/", "--health-interval", "200ms", "--metrics-listen", &metrics.to_string()],
+        &[
+            "--health-path",
+            "/",
+            "--health-interval",
+            "200ms",
+            "--metrics-listen",
+            &metrics.to_string(),
+        ],
     )
     .await;
     // Clients, each with its own jar, pinned somewhere.
@@ -194,17 +257,32 @@ async fn killing_a_backend_moves_its_clients_with_no_errors_and_metrics_count_it
             assert_eq!(seen.len(), 1, "a moved client bounced: {seen:?}");
             assert!(!seen.contains(&victim));
         } else {
-            assert_eq!(seen, [home.clone()].into(), "a client of a live backend moved");
+            assert_eq!(
+                seen,
+                [home.clone()].into(),
+                "a client of a live backend moved"
+            );
         }
         assert!(Instant::now() < deadline);
     }
     assert_eq!(errors.load(std::sync::atomic::Ordering::Relaxed), 0);
 
     // The Prometheus endpoint shows the backends and the moves.
-    let text = reqwest::get(format!("http://{metrics}/metrics")).await.unwrap().text().await.unwrap();
-    assert!(text.contains("# TYPE tower_sticky_requests_total counter"), "{text}");
+    let text = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("# TYPE tower_sticky_requests_total counter"),
+        "{text}"
+    );
     for id in ["a", "b", "c"] {
-        assert!(text.contains(&format!("tower_sticky_requests_total{{backend=\"{id}\"}}")), "{text}");
+        assert!(
+            text.contains(&format!("tower_sticky_requests_total{{backend=\"{id}\"}}")),
+            "{text}"
+        );
     }
     let reassigned: f64 = text
         .lines()
@@ -216,7 +294,11 @@ async fn killing_a_backend_moves_its_clients_with_no_errors_and_metrics_count_it
 
 #[tokio::test]
 async fn all_backends_down_gives_a_quick_5xx_with_a_body() {
-    let mut setup = start("ip-ring", &["--health-path", "/", "--health-interval", "200ms"]).await;
+    let mut setup = start(
+        "ip-ring",
+        &["--health-path", "/", "--health-interval", "200ms"],
+    )
+    .await;
     for server in setup.backends.drain(..) {
         server.stop().await;
     }
@@ -228,7 +310,11 @@ async fn all_backends_down_gives_a_quick_5xx_with_a_body() {
         let text = res.text().await.unwrap();
         assert!((500..600).contains(&status), "{status}");
         assert!(!text.trim().is_empty());
-        assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            started.elapsed()
+        );
     }
 }
 
@@ -253,10 +339,36 @@ fn bad_flags_give_a_clear_message_and_a_non_zero_exit() {
     let cases: [(&[&str], &str); 6] = [
         (&["--backend", "a=http://127.0.0.1:1"], "--listen"),
         (&["--listen", "127.0.0.1:0"], "--backend"),
-        (&["--listen", "nonsense", "--backend", "a=http://127.0.0.1:1"], "--listen"),
-        (&["--listen", "127.0.0.1:0", "--backend", "no-equals-sign"], "ID=URL"),
-        (&["--listen", "127.0.0.1:0", "--backend", "a=http://127.0.0.1:1", "--strategy", "magic"], "--strategy"),
-        (&["--listen", "127.0.0.1:0", "--backend", "a=http://127.0.0.1:1", "--health-interval", "soon"], "duration"),
+        (
+            &["--listen", "nonsense", "--backend", "a=http://127.0.0.1:1"],
+            "--listen",
+        ),
+        (
+            &["--listen", "127.0.0.1:0", "--backend", "no-equals-sign"],
+            "ID=URL",
+        ),
+        (
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--backend",
+                "a=http://127.0.0.1:1",
+                "--strategy",
+                "magic",
+            ],
+            "--strategy",
+        ),
+        (
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--backend",
+                "a=http://127.0.0.1:1",
+                "--health-interval",
+                "soon",
+            ],
+            "duration",
+        ),
     ];
     for (args, expected) in cases {
         let output = run_to_end("gateway", args, Duration::from_secs(20));
@@ -268,7 +380,16 @@ fn bad_flags_give_a_clear_message_and_a_non_zero_exit() {
     // A bad CIDR and a bad backend URL are refused at start, with exit 1 and the reason.
     let output = run_to_end(
         "gateway",
-        &["--listen", "127.0.0.1:0", "--backend", "a=http://127.0.0.1:1", "--strategy", "ip-ring", "--trusted-proxy", "10.0.0.0/99"],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "a=http://127.0.0.1:1",
+            "--strategy",
+            "ip-ring",
+            "--trusted-proxy",
+            "10.0.0.0/99",
+        ],
         Duration::from_secs(20),
     );
     assert_ne!(output.status.code(), Some(0));
@@ -279,6 +400,9 @@ fn bad_flags_give_a_clear_message_and_a_non_zero_exit() {
         Duration::from_secs(20),
     );
     assert_ne!(output.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("a=ftp://example"), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("a=ftp://example"),
+        "{output:?}"
+    );
     let _: SocketAddr = free_addr();
 }

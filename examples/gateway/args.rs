@@ -101,9 +101,7 @@ pub(crate) fn parse(raw: impl IntoIterator<Item = String>) -> Result<Args, Strin
         if flag == "--help" || flag == "-h" {
             return Err(String::new());
         }
-        let value = raw
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value"))?;
+        let value = raw.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let addr = |v: &str| {
             v.parse::<SocketAddr>()
                 .map_err(|_| format!("{flag} {v:?} is not an address like 127.0.0.1:8080"))
@@ -145,11 +143,10 @@ pub(crate) fn parse(raw: impl IntoIterator<Item = String>) -> Result<Args, Strin
                     .ok_or_else(|| format!("--failures-to-eject {value:?} must be >= 1"))?
             }
             "--retry-idempotent" => {
-                retry_idempotent = Some(
-                    value
-                        .parse()
-                        .map_err(|_| format!("--retry-idempotent {value:?} must be a byte count"))?,
-                )
+                retry_idempotent =
+                    Some(value.parse().map_err(|_| {
+                        format!("--retry-idempotent {value:?} must be a byte count")
+                    })?)
             }
             other => return Err(format!("unknown flag {other}")),
         }

@@ -36,7 +36,10 @@ pub(crate) fn load_or_create(path: &Path) -> Result<Key, String> {
                 .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
             file.write_all(key.master())
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            eprintln!("gateway: created a new cookie key in {} (mode 0600)", path.display());
+            eprintln!(
+                "gateway: created a new cookie key in {} (mode 0600)",
+                path.display()
+            );
             Ok(key)
         }
         Err(e) => Err(format!("cannot open {}: {e}", path.display())),

@@ -28,7 +28,11 @@ pub fn example_path(name: &str) -> PathBuf {
             assert!(status.success(), "building the examples failed");
         });
     }
-    assert!(path.exists(), "example {name} not found at {}", path.display());
+    assert!(
+        path.exists(),
+        "example {name} not found at {}",
+        path.display()
+    );
     path
 }
 
@@ -92,13 +96,19 @@ impl Drop for Program {
 
 /// Runs example `name` to completion (bounded) and returns its output.
 pub fn run_to_end(name: &str, args: &[&str], limit: Duration) -> Output {
-    let program = Program::start(name, &args.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let program = Program::start(
+        name,
+        &args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+    );
     program.wait(limit)
 }
 
 /// Waits until something answers HTTP on `addr` (bounded).
 pub async fn wait_http(addr: SocketAddr) {
-    let client = reqwest::Client::builder().no_proxy().build().expect("client");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(30) {
         if client.get(format!("http://{addr}/")).send().await.is_ok() {
