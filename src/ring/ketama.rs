@@ -40,14 +40,21 @@ pub struct KetamaRing {
 impl KetamaRing {
     /// Builds the ring over `members` (positions in that slice are what lookups return).
     pub fn new(members: &[RingMember<'_>]) -> Self {
+        Self::with_points_per_weight(members, POINTS_PER_WEIGHT)
+    }
+
+    /// Builds the ring with `points` virtual nodes per unit of weight instead of 160 (at least
+    /// 1). Fewer points build faster and balance worse; the demo shows the effect.
+    pub fn with_points_per_weight(members: &[RingMember<'_>], points: u32) -> Self {
+        let points_per_weight = points.max(1);
         let total: usize = members
             .iter()
-            .map(|m| m.weight.max(1) as usize * POINTS_PER_WEIGHT as usize)
+            .map(|m| m.weight.max(1) as usize * points_per_weight as usize)
             .sum();
         let mut pairs: Vec<(u64, u32)> = Vec::with_capacity(total);
         let mut label = String::new();
         for (position, member) in members.iter().enumerate() {
-            let points = member.weight.max(1).saturating_mul(POINTS_PER_WEIGHT);
+            let points = member.weight.max(1).saturating_mul(points_per_weight);
             for point in 0..points {
                 label.clear();
                 label.push_str(member.id.as_str());
