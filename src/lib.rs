@@ -50,6 +50,7 @@ mod id;
 mod layer;
 pub mod ring;
 mod service;
+pub mod session;
 
 pub use affinity::Affinity;
 pub use backends::{BackendState, Backends, BackendsHandle, MemberInfo, MemberSet};
