@@ -129,6 +129,28 @@ impl Session {
             })
     }
 
+    /// The keys this session holds, sorted (as this request sees them, its own changes included).
+    pub async fn keys(&self) -> Result<Vec<String>, SessionError> {
+        let state = self.loaded().await?;
+        let mut keys: Vec<String> = state
+            .loaded
+            .iter()
+            .filter(|_| !state.clear)
+            .flat_map(|l| l.fields.keys())
+            .filter(|k| !state.changes.contains_key(*k))
+            .chain(
+                state
+                    .changes
+                    .iter()
+                    .filter(|(_, v)| v.is_some())
+                    .map(|(k, _)| k),
+            )
+            .cloned()
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
     /// Stores `value` under `key` (saved after the handler returns).
     pub async fn insert<T: Serialize + ?Sized>(
         &self,

@@ -2,3 +2,5 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod http;
+pub mod redis_server;
+pub mod session_app;
