@@ -111,6 +111,7 @@ impl CookieConfig {
 
     /// Whether the cookie carries `Max-Age` (then it is re-sent whenever the session is saved or
     /// touched, so the browser's expiry follows the server's).
+    #[cfg(feature = "axum")]
     pub(crate) fn is_persistent(&self) -> bool {
         self.max_age.is_some()
     }

@@ -34,6 +34,7 @@ mod cookie_config;
 mod error;
 #[cfg(feature = "axum")]
 mod extractor;
+#[cfg(feature = "axum")]
 mod handle;
 mod id;
 #[cfg(feature = "axum")]
@@ -50,6 +51,7 @@ pub use cookie_config::CookieConfig;
 pub use error::SessionError;
 #[cfg(feature = "axum")]
 pub use extractor::SessionLayerMissing;
+#[cfg(feature = "axum")]
 pub use handle::Session;
 pub use id::SessionId;
 #[cfg(feature = "axum")]
