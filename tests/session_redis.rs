@@ -34,7 +34,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(start.elapsed() < limit, "condition not met within {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -47,7 +50,10 @@ async fn outage_gives_503_then_recovers_without_restarting_the_app() {
     let mut user = User::new();
     user.post_ok(&format!("{}/login?key=alice", server.url()))
         .await;
-    assert_eq!(user.get_ok(&format!("{}/whoami", server.url())).await, "a:alice");
+    assert_eq!(
+        user.get_ok(&format!("{}/whoami", server.url())).await,
+        "a:alice"
+    );
 
     redis.kill();
     // The handler's `?` on the typed error becomes a 503 with a clear body; quickly, no hang.
@@ -58,11 +64,16 @@ async fn outage_gives_503_then_recovers_without_restarting_the_app() {
         assert_eq!(body, "503 Service Unavailable: session store unavailable\n");
         assert!(started.elapsed() < Duration::from_secs(5), "failed fast");
     }
-    let (status, _) = user.post(&format!("{}/set?key=x&value=1", server.url())).await;
+    let (status, _) = user
+        .post(&format!("{}/set?key=x&value=1", server.url()))
+        .await;
     assert_eq!(status, 503);
     // The store itself reports a typed error.
     let id = SessionId::generate();
-    assert!(matches!(store.load(&id).await, Err(StoreError::Unavailable(_))));
+    assert!(matches!(
+        store.load(&id).await,
+        Err(StoreError::Unavailable(_))
+    ));
 
     redis.restart();
     // Same app, same store: it reconnects by itself. (The restarted Redis is empty.)
@@ -73,8 +84,12 @@ async fn outage_gives_503_then_recovers_without_restarting_the_app() {
         async move { (u.get(&format!("{url}/whoami")).await.0 == 200).then_some(()) }
     })
     .await;
-    user.post_ok(&format!("{}/login?key=bob", server.url())).await;
-    assert_eq!(user.get_ok(&format!("{}/whoami", server.url())).await, "a:bob");
+    user.post_ok(&format!("{}/login?key=bob", server.url()))
+        .await;
+    assert_eq!(
+        user.get_ok(&format!("{}/whoami", server.url())).await,
+        "a:bob"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,14 +135,22 @@ async fn ttl_is_always_set_and_capped_by_the_absolute_limit() {
         absolute: None,
     };
     let id2 = SessionId::generate();
-    assert!(store.create(&id2, &fields, &idle_only).await.expect("create"));
+    assert!(
+        store
+            .create(&id2, &fields, &idle_only)
+            .await
+            .expect("create")
+    );
     let ttl2: i64 = conn.pttl(format!("t:{id2}")).await.expect("pttl");
     assert!(ttl2 > 5000 && ttl2 <= 60_000, "idle TTL: {ttl2}");
     let changes = tower_sticky::session::Changes {
         set: vec![("cart".into(), "[]".into())],
         ..Default::default()
     };
-    assert_eq!(store.save(&id, &changes, &idle_only).await.expect("save"), Some(2));
+    assert_eq!(
+        store.save(&id, &changes, &idle_only).await.expect("save"),
+        Some(2)
+    );
     let ttl: i64 = conn.pttl(&key).await.expect("pttl");
     assert!(ttl > 0 && ttl <= 5000, "still capped after a save: {ttl}");
     // The stored layout: one field per key plus metadata.
@@ -136,7 +159,10 @@ async fn ttl_is_always_set_and_capped_by_the_absolute_limit() {
     assert_eq!(hash, ["d:cart", "d:user", "m:c", "m:d", "m:v"]);
     // A save to a vanished session writes nothing (no resurrection, no key without TTL).
     let gone = SessionId::generate();
-    assert_eq!(store.save(&gone, &changes, &idle_only).await.expect("save"), None);
+    assert_eq!(
+        store.save(&gone, &changes, &idle_only).await.expect("save"),
+        None
+    );
     let exists: bool = conn.exists(format!("t:{gone}")).await.expect("exists");
     assert!(!exists);
     // Nothing in this database lives without a TTL.
@@ -182,12 +208,58 @@ async fn expired_sessions_vanish_from_redis() {
         absolute: None,
     };
     let id = SessionId::generate();
-    assert!(store
-        .create(&id, &Default::default(), &expiry)
-        .await
-        .expect("create"));
+    assert!(
+        store
+            .create(&id, &Default::default(), &expiry)
+            .await
+            .expect("create")
+    );
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(store.load(&id).await.expect("load"), None);
     let exists: bool = conn.exists(format!("session:{id}")).await.expect("exists");
     assert!(!exists, "Redis removed the expired key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_under_load_gives_only_clear_503s_then_recovers() {
+    let mut redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url()).await.expect("connect");
+    let server = serve_router("127.0.0.1:0", app("a", layer(Arc::new(store)))).await;
+    let stop_at = Instant::now() + Duration::from_millis(3500);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let url = server.url();
+        tasks.push(tokio::spawn(async move {
+            let mut user = User::new();
+            let mut outcomes = Vec::new();
+            while Instant::now() < stop_at {
+                let (status, body) = user.post(&format!("{url}/cart?key=i{i}")).await;
+                outcomes.push((status, body));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            outcomes
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    redis.restart();
+    let mut saw_503 = false;
+    for task in tasks {
+        let outcomes = task.await.expect("task");
+        for (status, body) in &outcomes {
+            match status {
+                200 => {}
+                503 => {
+                    saw_503 = true;
+                    assert_eq!(body, "503 Service Unavailable: session store unavailable\n");
+                }
+                other => panic!("unexpected status {other}: {body}"),
+            }
+        }
+        // Recovered by itself: the last requests, well after the restart, succeed.
+        let last = outcomes.last().expect("requests were made");
+        assert_eq!(last.0, 200, "not recovered: {}", last.1);
+    }
+    assert!(saw_503, "the outage was visible as 503s");
 }

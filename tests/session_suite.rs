@@ -78,7 +78,10 @@ impl Env {
 async fn login_then_next_request_sees_the_user(env: Env) {
     let a = env.backend("a").await;
     let mut user = User::new();
-    assert_eq!(user.get_ok(&format!("{}/whoami", a.url())).await, "a:anonymous");
+    assert_eq!(
+        user.get_ok(&format!("{}/whoami", a.url())).await,
+        "a:anonymous"
+    );
     assert!(user.cookie.is_none(), "an untouched session sets no cookie");
     user.post_ok(&format!("{}/login?key=alice", a.url())).await;
     let cookie = user.cookie.clone().expect("login sets the session cookie");
@@ -113,13 +116,15 @@ async fn idle_expiry_ends_an_unused_session(env: Env) {
     };
     let a = env.backend_with("a", idle, false).await;
     let mut user = User::new();
-    user.post_ok(&format!("{}/set?key=x&value=1", a.url())).await;
+    user.post_ok(&format!("{}/set?key=x&value=1", a.url()))
+        .await;
     let first = user.cookie.clone().expect("cookie");
     assert_eq!(user.get_ok(&format!("{}/get?key=x", a.url())).await, "1");
     tokio::time::sleep(Duration::from_millis(1600)).await;
     assert_eq!(user.get_ok(&format!("{}/get?key=x", a.url())).await, "none");
     // Writing again starts a new session with a new id (the expired one is not revived).
-    user.post_ok(&format!("{}/set?key=y&value=2", a.url())).await;
+    user.post_ok(&format!("{}/set?key=y&value=2", a.url()))
+        .await;
     assert_ne!(user.cookie.as_deref(), Some(first.as_str()));
     assert_eq!(user.get_ok(&format!("{}/keys", a.url())).await, "y");
 }
@@ -131,7 +136,8 @@ async fn touch_keeps_an_active_session_alive(env: Env) {
     };
     let a = env.backend_with("a", idle, true).await;
     let mut user = User::new();
-    user.post_ok(&format!("{}/set?key=x&value=1", a.url())).await;
+    user.post_ok(&format!("{}/set?key=x&value=1", a.url()))
+        .await;
     // Read-only requests, each within the idle window, for twice the idle time.
     let start = Instant::now();
     while start.elapsed() < Duration::from_millis(3200) {
@@ -148,9 +154,11 @@ async fn absolute_expiry_ends_even_an_active_session(env: Env) {
     let a = env.backend_with("a", expiry, true).await;
     let mut user = User::new();
     let created = Instant::now();
-    user.post_ok(&format!("{}/set?key=x&value=1", a.url())).await;
+    user.post_ok(&format!("{}/set?key=x&value=1", a.url()))
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    user.post_ok(&format!("{}/set?key=x&value=2", a.url())).await;
+    user.post_ok(&format!("{}/set?key=x&value=2", a.url()))
+        .await;
     assert_eq!(user.get_ok(&format!("{}/get?key=x", a.url())).await, "2");
     // Keep it busy past the absolute limit.
     while created.elapsed() < Duration::from_millis(2600) {
@@ -169,7 +177,10 @@ async fn cycle_id_keeps_data_and_retires_the_old_id(env: Env) {
     let after = user.cookie.clone().expect("cookie");
     assert_ne!(before, after, "login must issue a new id");
     assert_eq!(user.get_ok(&format!("{}/id", a.url())).await, after);
-    assert_eq!(user.get_ok(&format!("{}/cart", a.url())).await, r#"["book"]"#);
+    assert_eq!(
+        user.get_ok(&format!("{}/cart", a.url())).await,
+        r#"["book"]"#
+    );
     assert_eq!(user.get_ok(&format!("{}/whoami", a.url())).await, "a:alice");
     // Whoever still holds the old id has nothing.
     let mut attacker = User::new();
@@ -186,8 +197,12 @@ async fn forged_and_unknown_ids_are_never_adopted(env: Env) {
     let forged = SessionId::generate().to_string();
     let mut user = User::new();
     user.cookie = Some(forged.clone());
-    assert_eq!(user.get_ok(&format!("{}/whoami", a.url())).await, "a:anonymous");
-    user.post_ok(&format!("{}/set?key=x&value=1", a.url())).await;
+    assert_eq!(
+        user.get_ok(&format!("{}/whoami", a.url())).await,
+        "a:anonymous"
+    );
+    user.post_ok(&format!("{}/set?key=x&value=1", a.url()))
+        .await;
     let issued = user.cookie.clone().expect("cookie");
     assert_ne!(issued, forged, "the client's id must not be adopted");
     assert_eq!(user.get_ok(&format!("{}/id", a.url())).await, issued);
@@ -196,9 +211,19 @@ async fn forged_and_unknown_ids_are_never_adopted(env: Env) {
     assert_eq!(user.cookie, None, "logout removes the cookie");
     let mut replay = User::new();
     replay.cookie = Some(issued);
-    assert_eq!(replay.get_ok(&format!("{}/get?key=x", a.url())).await, "none");
+    assert_eq!(
+        replay.get_ok(&format!("{}/get?key=x", a.url())).await,
+        "none"
+    );
     // Garbage shapes.
-    for junk in ["../../etc/passwd", "", "0", "ABCDEF", "%00%ff", "\"quoted\""] {
+    for junk in [
+        "../../etc/passwd",
+        "",
+        "0",
+        "ABCDEF",
+        "%00%ff",
+        "\"quoted\"",
+    ] {
         let raw = HeaderValue::from_str(&format!("{COOKIE}={junk}")).expect("header");
         let (status, body) = User::new()
             .send_with(
@@ -238,7 +263,8 @@ async fn oversized_and_non_utf8_cookies_get_a_new_session(env: Env) {
 async fn concurrent_writes_to_different_keys_are_all_kept(env: Env) {
     let a = env.backend("a").await;
     let mut user = User::new();
-    user.post_ok(&format!("{}/set?key=base&value=0", a.url())).await;
+    user.post_ok(&format!("{}/set?key=base&value=0", a.url()))
+        .await;
     const TASKS: usize = 40;
     let mut tasks = Vec::new();
     for i in 0..TASKS {

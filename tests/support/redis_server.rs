@@ -25,18 +25,39 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// Cluster mode: the node's config file (removed on drop).
+    cluster_config: Option<String>,
 }
 
 impl RedisServer {
     /// Starts a server on a free loopback port and waits until it answers `PING`.
     /// Panics (it is a test helper) if `redis-server` is missing or never comes up.
     pub fn start() -> Self {
+        Self::start_mode(false)
+    }
+
+    /// Starts a node with `--cluster-enabled yes` (its cluster bus port, `port + 10000`, is
+    /// checked free too). Join nodes into a cluster with [`create_cluster`].
+    pub fn start_cluster_node() -> Self {
+        Self::start_mode(true)
+    }
+
+    fn start_mode(cluster: bool) -> Self {
         let mut last_error = String::new();
         // The free port is found by binding :0 and closing it; another process may take it in
         // between, so try a few ports.
-        for _ in 0..5 {
+        for _ in 0..10 {
             let port = free_port();
-            let mut server = Self { port, child: None };
+            if cluster && (port > 55_000 || !port_is_free(port + 10_000)) {
+                continue;
+            }
+            let cluster_config =
+                cluster.then(|| format!("/tmp/tower-sticky-test-nodes-{port}.conf"));
+            let mut server = Self {
+                port,
+                child: None,
+                cluster_config,
+            };
             match server.spawn() {
                 Ok(()) => return server,
                 Err(e) => last_error = e,
@@ -98,6 +119,16 @@ impl RedisServer {
             "--dir",
             "/tmp",
         ];
+        let mut cluster_args = Vec::new();
+        if let Some(file) = &self.cluster_config {
+            let _ = std::fs::remove_file(file);
+            cluster_args = vec![
+                "--cluster-enabled".to_owned(),
+                "yes".to_owned(),
+                "--cluster-config-file".to_owned(),
+                file.clone(),
+            ];
+        }
         let mut cmd = if std::path::Path::new("/usr/bin/setpriv").exists() {
             let mut c = Command::new("/usr/bin/setpriv");
             c.args(["--pdeathsig", "KILL", REDIS_SERVER]);
@@ -107,6 +138,7 @@ impl RedisServer {
         };
         let mut child = cmd
             .args(args)
+            .args(&cluster_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -135,7 +167,46 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        if let Some(file) = &self.cluster_config {
+            let _ = std::fs::remove_file(file);
+        }
     }
+}
+
+/// Joins cluster nodes into one Redis Cluster (no replicas, slots spread evenly) with
+/// `redis-cli --cluster create`, and waits until every node reports `cluster_state:ok`.
+pub fn create_cluster(nodes: &[RedisServer]) {
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port()))
+        .collect();
+    let status = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run redis-cli");
+    assert!(status.success(), "redis-cli --cluster create failed");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for n in nodes {
+        loop {
+            let out = Command::new("redis-cli")
+                .args(["-p", &n.port().to_string(), "cluster", "info"])
+                .output()
+                .expect("run redis-cli");
+            if String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "cluster did not become ok");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn port_is_free(port: u16) -> bool {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
 }
 
 fn free_port() -> u16 {
@@ -149,7 +220,9 @@ fn free_port() -> u16 {
 fn server_pid(port: u16) -> Option<u32> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .ok()?;
     stream.write_all(b"PING\r\nINFO server\r\n").ok()?;
     let mut reply = Vec::new();
     let mut buf = [0u8; 4096];

@@ -43,10 +43,7 @@ pub fn app(name: &'static str, layer: SessionLayer) -> Router {
             "/whoami",
             get(move |s: Session| async move {
                 let user: Option<String> = s.get("user").await?;
-                Ok::<_, SessionError>(format!(
-                    "{name}:{}",
-                    user.as_deref().unwrap_or("anonymous")
-                ))
+                Ok::<_, SessionError>(format!("{name}:{}", user.as_deref().unwrap_or("anonymous")))
             }),
         )
         .route(
