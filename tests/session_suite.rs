@@ -201,6 +201,8 @@ async fn forged_and_unknown_ids_are_never_adopted(env: Env) {
         user.get_ok(&format!("{}/whoami", a.url())).await,
         "a:anonymous"
     );
+    assert_eq!(user.cookie, None, "the unknown id's cookie is removed");
+    user.cookie = Some(forged.clone());
     user.post_ok(&format!("{}/set?key=x&value=1", a.url()))
         .await;
     let issued = user.cookie.clone().expect("cookie");

@@ -235,6 +235,9 @@ impl Session {
             return Ok(CookieAction::Nothing);
         };
         match loaded.id.clone() {
+            // The client presented an id the store does not know (expired, logged out, forged):
+            // drop the useless cookie so it stops costing a lookup on every request.
+            None if !modified && self.inner.presented.is_some() => Ok(CookieAction::Remove),
             None if !modified => Ok(CookieAction::Nothing),
             None => {
                 changes.apply_to(&mut loaded.fields);
