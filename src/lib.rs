@@ -46,9 +46,15 @@ mod backends;
 mod error;
 pub mod hash;
 mod headers;
+pub mod health;
+#[cfg(feature = "axum")]
+pub mod http_backend;
 mod id;
 mod layer;
+pub mod metrics;
 pub mod ring;
+#[cfg(feature = "axum")]
+pub mod serve;
 mod service;
 pub mod session;
 
@@ -57,7 +63,11 @@ pub use backends::{BackendState, Backends, BackendsHandle, MemberInfo, MemberSet
 pub use error::BackendsError;
 pub use id::BackendId;
 pub use layer::{StickyLayer, StickyLayerBuilder};
-pub use service::{ResponseFuture, Routed, Sticky, TextBody, unavailable_response};
+pub use metrics::{BackendStats, StickyStats};
+pub use service::{
+    Delivery, InnerError, ReplayBudget, ResponseFuture, Routed, Sticky, TextBody,
+    unavailable_response,
+};
 
 /// The boxed error type used where errors of different sources meet (discovery streams).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

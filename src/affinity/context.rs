@@ -3,23 +3,40 @@
 use std::sync::Arc;
 
 use crate::backends::{MemberInfo, MemberSet};
-use crate::ring::{Ring, RingKind};
+use crate::ring::{LoadView, Ring, RingKind};
 
 /// The membership snapshot a request is routed over, with the usability rules applied.
 ///
 /// *Usable* means healthy and not excluded for this request (a retry excludes the backend that
-/// already failed). A usable backend that is *draining* still serves its sticky clients but takes
+/// already failed); in panic mode health is ignored. A usable backend that is *draining* still serves its sticky clients but takes
 /// no new ones: strategies assigning a new client use [`accepts_new`](Self::accepts_new).
 #[derive(Debug, Clone, Copy)]
 pub struct RouteContext<'a> {
     set: &'a MemberSet,
     excluded: &'a [usize],
+    panic: bool,
 }
 
 impl<'a> RouteContext<'a> {
     /// A context over `set`, with `excluded` positions treated as unusable.
     pub fn new(set: &'a MemberSet, excluded: &'a [usize]) -> Self {
-        Self { set, excluded }
+        Self {
+            set,
+            excluded,
+            panic: false,
+        }
+    }
+
+    /// The same context in *panic mode* (Envoy's panic threshold): too few members are healthy,
+    /// so health is ignored and every member not excluded is usable.
+    pub fn ignoring_health(mut self) -> Self {
+        self.panic = true;
+        self
+    }
+
+    /// Whether health is being ignored (see [`ignoring_health`](Self::ignoring_health)).
+    pub fn is_panicking(&self) -> bool {
+        self.panic
     }
 
     /// Number of members (usable or not).
@@ -51,7 +68,7 @@ impl<'a> RouteContext<'a> {
     pub fn is_usable(&self, position: usize) -> bool {
         self.set
             .get(position)
-            .is_some_and(|m| m.state().is_healthy())
+            .is_some_and(|m| self.panic || m.state().is_healthy())
             && !self.excluded.contains(&position)
     }
 
@@ -83,6 +100,32 @@ impl<'a> RouteContext<'a> {
                 RingRef::Owned(kind.build(&members))
             }
         }
+    }
+}
+
+/// Loads are the members' live in-flight counters; the totals cover the usable members. Summing
+/// them is linear in the member count, which is why [`BoundedLoad`](crate::ring::BoundedLoad)
+/// asks for the totals only when a key's first candidate is busy.
+impl LoadView for RouteContext<'_> {
+    fn usable(&self, position: usize) -> bool {
+        self.is_usable(position)
+    }
+
+    fn load(&self, position: usize) -> u64 {
+        self.set.get(position).map_or(0, |m| m.state().in_flight())
+    }
+
+    fn weight(&self, position: usize) -> u32 {
+        self.set.get(position).map_or(1, MemberInfo::weight)
+    }
+
+    fn totals(&self) -> (u64, u64) {
+        (0..self.set.len())
+            .filter(|&p| self.is_usable(p))
+            .filter_map(|p| self.set.get(p))
+            .fold((0, 0), |(load, weight), m| {
+                (load + m.state().in_flight(), weight + u64::from(m.weight()))
+            })
     }
 }
 

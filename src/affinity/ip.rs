@@ -8,7 +8,7 @@ use super::{
     Unavailable,
 };
 use crate::hash::fnv1a_32;
-use crate::ring::RingKind;
+use crate::ring::{BoundedLoad, RingError, RingKind};
 
 /// Routes by client IP address.
 ///
@@ -47,6 +47,7 @@ pub struct IpHash {
     ipv4_prefix: u8,
     ipv6_prefix: u8,
     mode: Mode,
+    bound: Option<BoundedLoad>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +74,7 @@ impl IpHash {
             ipv4_prefix: 32,
             ipv6_prefix: 128,
             mode: Mode::Ring(RingKind::Ketama),
+            bound: None,
         }
     }
 
@@ -111,8 +113,11 @@ impl IpHash {
     }
 
     /// Uses the classic `fnv1a_32(ip) % total_weight` mapping instead of a ring.
+    ///
+    /// Turns off [`bounded_load`](Self::bounded_load), which needs a ring.
     pub fn modulo(mut self) -> Self {
         self.mode = Mode::Modulo;
+        self.bound = None;
         self
     }
 
@@ -120,6 +125,23 @@ impl IpHash {
     pub fn ring(mut self, kind: RingKind) -> Self {
         self.mode = Mode::Ring(kind);
         self
+    }
+
+    /// Ring mode with bounded loads (Mirrokni et al.): a backend holding its share of
+    /// `ceil(factor x average in-flight)` takes no more requests; they go to the address's next
+    /// candidates on the ring. `factor` must be >= 1.0 (1.25 is a good start).
+    ///
+    /// The bound is checked against the live in-flight counters when a request is routed; requests
+    /// routed at the same instant on other threads may each see the same count, so under heavy
+    /// concurrency a backend can exceed the bound by up to the number of simultaneous routings.
+    /// The walk reads no lock; the average is summed over the backends only when the address's
+    /// backend is busy.
+    pub fn bounded_load(mut self, factor: f64) -> Result<Self, RingError> {
+        self.bound = Some(BoundedLoad::new(factor)?);
+        if matches!(self.mode, Mode::Modulo) {
+            self.mode = Mode::Ring(RingKind::Ketama);
+        }
+        Ok(self)
     }
 
     /// The routing key of an address: its bytes after prefix grouping.
@@ -167,6 +189,30 @@ pub(crate) fn select_on_ring(ctx: &RouteContext<'_>, kind: RingKind, key: &[u8])
     }
 }
 
+/// [`select_on_ring`] with a load bound: the key's first usable member unless it is full, then
+/// the next candidates in ring order (reported as failover).
+pub(crate) fn select_on_ring_bounded(
+    ctx: &RouteContext<'_>,
+    kind: RingKind,
+    key: &[u8],
+    bound: Option<&BoundedLoad>,
+) -> Selection {
+    let Some(bound) = bound else {
+        return select_on_ring(ctx, kind, key);
+    };
+    let ring = ctx.ring(kind);
+    let Some(primary) = ring.primary(key) else {
+        return Selection::Unavailable(Unavailable::NoBackends);
+    };
+    match bound.find(&*ring, key, ctx) {
+        Some(choice) if choice.position == primary => {
+            Selection::Chosen(Choice::new(choice.position, Reason::Sticky))
+        }
+        Some(choice) => Selection::Chosen(Choice::new(choice.position, Reason::Failover)),
+        None => Selection::Unavailable(Unavailable::NoHealthyBackend),
+    }
+}
+
 fn select_modulo(ctx: &RouteContext<'_>, key: &[u8]) -> Selection {
     let total = ctx.members().total_weight();
     if total == 0 {
@@ -202,7 +248,7 @@ impl Affinity for IpHash {
         };
         let (key, len) = self.key(ip);
         match self.mode {
-            Mode::Ring(kind) => select_on_ring(ctx, kind, &key[..len]),
+            Mode::Ring(kind) => select_on_ring_bounded(ctx, kind, &key[..len], self.bound.as_ref()),
             Mode::Modulo => select_modulo(ctx, &key[..len]),
         }
     }

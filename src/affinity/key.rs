@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use http::HeaderName;
 
-use super::ip::select_on_ring;
+use super::ip::select_on_ring_bounded;
 use super::{Affinity, RouteContext, Selection};
 use crate::headers::cookie_values;
-use crate::ring::RingKind;
+use crate::ring::{BoundedLoad, RingError, RingKind};
 
 type KeyFn = dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync;
 
@@ -89,6 +89,7 @@ impl KeySource {
 pub struct KeyHash {
     source: KeySource,
     ring: RingKind,
+    bound: Option<BoundedLoad>,
 }
 
 impl KeyHash {
@@ -97,6 +98,7 @@ impl KeyHash {
         Self {
             source,
             ring: RingKind::Ketama,
+            bound: None,
         }
     }
 
@@ -134,12 +136,38 @@ impl KeyHash {
         self.ring = kind;
         self
     }
+
+    /// Bounded loads (Mirrokni et al.): a backend holding its share of
+    /// `ceil(factor x average in-flight)` takes no more requests; they go to the key's next
+    /// candidates on the ring, so one hot key cannot swamp one backend. `factor` must be >= 1.0
+    /// (1.25 is a good start; 1.0 spreads perfectly evenly but keeps keys least sticky).
+    ///
+    /// The bound is checked against the live in-flight counters when a request is routed;
+    /// requests routed at the same instant on other threads may each see the same count, so under
+    /// heavy concurrency a backend can exceed the bound by up to the number of simultaneous
+    /// routings. The walk reads no lock; the average is summed over the backends only when the
+    /// key's backend is busy.
+    ///
+    /// ```
+    /// use tower_sticky::{StickyLayer, affinity::KeyHash, ring::RingKind};
+    ///
+    /// let layer = StickyLayer::new(
+    ///     KeyHash::header("x-tenant").ring(RingKind::maglev()).bounded_load(1.25)?,
+    /// );
+    /// assert!(KeyHash::header("x-tenant").bounded_load(0.5).is_err());
+    /// # let _ = layer;
+    /// # Ok::<(), tower_sticky::ring::RingError>(())
+    /// ```
+    pub fn bounded_load(mut self, factor: f64) -> Result<Self, RingError> {
+        self.bound = Some(BoundedLoad::new(factor)?);
+        Ok(self)
+    }
 }
 
 impl Affinity for KeyHash {
     fn select(&self, req: &http::request::Parts, ctx: &RouteContext<'_>) -> Selection {
         match self.source.extract(req) {
-            Some(key) => select_on_ring(ctx, self.ring, &key),
+            Some(key) => select_on_ring_bounded(ctx, self.ring, &key, self.bound.as_ref()),
             None => Selection::NoKey,
         }
     }

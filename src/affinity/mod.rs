@@ -12,10 +12,14 @@
 //! | [`KeyHash`] | header, cookie, path, query parameter or closure | yes |
 //! | [`RoundRobin`] | none (smooth weighted round robin) | n/a |
 //! | [`LeastInFlight`] | none (fewest in-flight requests per unit of weight) | n/a |
+//! | [`CookieAffinity::pinned`] | signed cookie naming the backend (HAProxy `cookie insert`) | clients stay until their backend goes |
+//! | [`CookieAffinity::hashed`] | signed random token in a cookie, on the ring (Heroku) | yes |
+//! | [`CookieAffinity::learn`] | the app's own cookie, learned from `Set-Cookie` (LRU + TTL, Redis) | learned clients stay |
 
 mod chain;
 mod client_ip;
 mod context;
+pub mod cookie;
 mod ip;
 mod key;
 mod least_in_flight;
@@ -24,6 +28,7 @@ mod round_robin;
 pub use chain::Chain;
 pub use client_ip::{ClientAddr, ClientIpResolver, ForwardedHeader};
 pub use context::{RingRef, RouteContext};
+pub use cookie::CookieAffinity;
 pub use ip::IpHash;
 pub use key::{KeyHash, KeySource};
 pub use least_in_flight::LeastInFlight;

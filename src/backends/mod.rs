@@ -39,6 +39,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
 
+use crate::health::{ActiveHealth, HealthError};
+use crate::metrics::{BackendStats, StickyStats};
 use crate::ring::RingKind;
 use crate::{BackendId, BackendsError};
 
@@ -231,6 +233,40 @@ impl<S: Clone> Backends<S> {
 impl<S> Shared<S> {
     pub(crate) fn load(&self) -> arc_swap::Guard<Arc<Snapshot<S>>> {
         self.current.load()
+    }
+
+    /// The current snapshot as an owned `Arc` (for work that outlives a guard: retries, probes).
+    pub(crate) fn load_full(&self) -> Arc<Snapshot<S>> {
+        self.current.load_full()
+    }
+}
+
+impl<S> Backends<S> {
+    /// Counters of every backend now: requests, in flight, errors, health, assignments,
+    /// re-assignments, latency. See [`StickyStats`].
+    pub fn stats(&self) -> StickyStats {
+        let snapshot = self.shared.current.load();
+        StickyStats {
+            backends: snapshot
+                .set
+                .members()
+                .iter()
+                .map(BackendStats::of)
+                .collect(),
+        }
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> Backends<S> {
+    /// Starts active health checks of this set (see [`ActiveHealth`]): a background task probes
+    /// every backend each interval, marking it down after `fall` failed probes and up after `rise`
+    /// good ones. Backends added later are probed from the next round. The task stops once the
+    /// last clone of this set (and every `Sticky` over it) is dropped.
+    ///
+    /// Fails with [`HealthError::NoRuntime`] outside a Tokio runtime.
+    pub fn with_active_health(self, health: ActiveHealth<S>) -> Result<Self, HealthError> {
+        crate::health::spawn_active(Arc::downgrade(&self.shared), health)?;
+        Ok(self)
     }
 }
 

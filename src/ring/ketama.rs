@@ -1,6 +1,9 @@
-//! A Ketama-style ring: many virtual nodes per backend on a 64-bit circle.
+//! A Ketama-style ring: many virtual nodes per backend on a 64-bit circle, XXH3 hashes.
 
-use super::{Ring, RingMember, Visited};
+use std::fmt::Write as _;
+
+use super::continuum::Continuum;
+use super::{Ring, RingMember};
 use crate::hash::key_hash;
 
 /// Virtual nodes per unit of weight. 160 is the Ketama convention (40 MD5 digests x 4 points).
@@ -10,15 +13,28 @@ pub const POINTS_PER_WEIGHT: u32 = 160;
 ///
 /// Point `i` of member `id` sits at `xxh3_64("{id}-{i}")`; a key sits at `xxh3_64(key)` and belongs
 /// to the first point clockwise. Adding a member to `n` moves about `1/(n+1)` of keys, all to the
-/// new member; removing one moves only its keys.
+/// new member; removing one moves only its keys. Failover walks on clockwise, so each member's keys
+/// spread over the others in proportion to their weights.
+///
+/// This ring is not interchangeable with other Ketama implementations (they hash with MD5 or
+/// CRC32); [`KetamaCompatRing`](super::KetamaCompatRing) is.
+///
+/// ```
+/// use tower_sticky::ring::{KetamaRing, Ring, RingMember};
+/// use tower_sticky::BackendId;
+///
+/// let ids = [BackendId::from("a"), BackendId::from("b")];
+/// let ring = KetamaRing::new(&[
+///     RingMember { id: &ids[0], weight: 1 },
+///     RingMember { id: &ids[1], weight: 3 },
+/// ]);
+/// assert_eq!(ring.len(), 2);
+/// assert_eq!(ring.points(), 4 * 160);
+/// assert!(ring.primary(b"some key").is_some());
+/// ```
 #[derive(Debug, Clone)]
 pub struct KetamaRing {
-    /// Point positions, sorted ascending; kept apart from `owners` so the binary search touches
-    /// only this array.
-    points: Vec<u64>,
-    /// `owners[k]` is the member position of `points[k]`.
-    owners: Vec<u32>,
-    members: usize,
+    circle: Continuum,
 }
 
 impl KetamaRing {
@@ -26,57 +42,38 @@ impl KetamaRing {
     pub fn new(members: &[RingMember<'_>]) -> Self {
         let total: usize = members
             .iter()
-            .map(|m| (m.weight.max(1) * POINTS_PER_WEIGHT) as usize)
+            .map(|m| m.weight.max(1) as usize * POINTS_PER_WEIGHT as usize)
             .sum();
         let mut pairs: Vec<(u64, u32)> = Vec::with_capacity(total);
         let mut label = String::new();
         for (position, member) in members.iter().enumerate() {
-            for point in 0..member.weight.max(1) * POINTS_PER_WEIGHT {
+            let points = member.weight.max(1).saturating_mul(POINTS_PER_WEIGHT);
+            for point in 0..points {
                 label.clear();
                 label.push_str(member.id.as_str());
                 label.push('-');
-                label.push_str(&point.to_string());
+                // Writing into a String cannot fail.
+                let _ = write!(label, "{point}");
                 pairs.push((key_hash(label.as_bytes()), position as u32));
             }
         }
-        // Ties (astronomically rare) are broken by member position, i.e. by id: deterministic.
-        pairs.sort_unstable();
-        let (points, owners) = pairs.into_iter().unzip();
         Self {
-            points,
-            owners,
-            members: members.len(),
+            circle: Continuum::new(pairs, members.len()),
         }
+    }
+
+    /// Number of points on the circle (160 x total weight, less the rare exact collisions).
+    pub fn points(&self) -> usize {
+        self.circle.points()
     }
 }
 
 impl Ring for KetamaRing {
     fn len(&self) -> usize {
-        self.members
+        self.circle.members()
     }
 
     fn find(&self, key: &[u8], accept: &mut dyn FnMut(usize) -> bool) -> Option<usize> {
-        if self.points.is_empty() {
-            return None;
-        }
-        let hash = key_hash(key);
-        let start = self.points.partition_point(|&p| p < hash) % self.points.len();
-        let first = self.owners[start] as usize;
-        if accept(first) {
-            return Some(first);
-        }
-        // Failover path: keep walking clockwise, offering each further member once.
-        let mut visited = Visited::new(self.members);
-        visited.insert(first);
-        for step in 1..self.points.len() {
-            if visited.distinct() == self.members {
-                break;
-            }
-            let owner = self.owners[(start + step) % self.points.len()] as usize;
-            if visited.insert(owner) && accept(owner) {
-                return Some(owner);
-            }
-        }
-        None
+        self.circle.find(key_hash(key), accept)
     }
 }

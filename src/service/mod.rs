@@ -1,10 +1,12 @@
 //! [`Sticky`]: the service that routes each request to one backend of a [`Backends`] set.
 
 mod future;
+mod inner_error;
 mod text_body;
 mod unavailable;
 
 pub use future::ResponseFuture;
+pub use inner_error::{Delivery, InnerError};
 pub use text_body::TextBody;
 pub use unavailable::unavailable_response;
 
@@ -13,10 +15,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use tower::ServiceExt;
 use tower_service::Service;
 
-use crate::affinity::{Affinity, Chain, Reason, RouteContext, Selection, Unavailable};
+use crate::affinity::{
+    Affinity, Chain, Reason, ResponseHook, RouteContext, Selection, Unavailable,
+};
+use crate::backends::{InFlight, MemberSet};
+use crate::health::PassiveHealth;
+use crate::metrics::StickyStats;
+use crate::metrics::facade::{self, Event};
 use crate::{BackendId, Backends};
 
 /// Which backend served a request and why. `Sticky` inserts it into the request extensions (so
@@ -55,13 +62,20 @@ pub struct Routed {
 /// or slow backend never blocks requests for the others. Inner services must therefore be `Clone`
 /// and cheap to clone; wrap others in [`tower::buffer::Buffer`].
 ///
-/// # Errors and edge behaviour
+/// # Errors, retries and edge behaviour
 ///
-/// Errors of the chosen backend are returned unchanged (`Error = S::Error`, so over axum routers
-/// it stays `Infallible`), and so is the response body type (`Sticky<axum::Router>` serves
-/// `axum::body::Body`). When no backend is configured or none is usable, `Sticky` answers
-/// `503 Service Unavailable` with a one-line plain-text body saying why, at once; the body type
-/// must implement [`TextBody`] for that.
+/// What happens to an inner service's error is decided by its [`InnerError`] impl. Errors that
+/// give the request back (an [`HttpBackend`](crate::http_backend::HttpBackend) that could not
+/// connect; or, with [`retry_idempotent`](crate::StickyLayerBuilder::retry_idempotent), an
+/// idempotent request whose body was buffered) are retried inside the response future on the
+/// strategy's next candidate, the failed backends excluded, up to
+/// [`max_retries`](crate::StickyLayerBuilder::max_retries) times; the response hook of the final
+/// choice is the one applied. Other errors are returned as they are (`Infallible` and `BoxError`
+/// unchanged, so over axum routers `Sticky` stays infallible) or turned into a response
+/// (`HttpBackendError` becomes `502`/`504`). The response body type is unchanged
+/// (`Sticky<axum::Router>` and `Sticky<HttpBackend>` serve `axum::body::Body`). When no backend
+/// is configured or none is usable, `Sticky` answers `503 Service Unavailable` with a one-line
+/// plain-text body saying why, at once; the body type must implement [`TextBody`] for that.
 ///
 /// ```
 /// use std::convert::Infallible;
@@ -89,20 +103,141 @@ pub struct Sticky<S> {
     policy: Arc<Policy>,
 }
 
-/// The strategy chain shared by all clones of a `Sticky` (and every `Sticky` one layer makes).
+/// The strategy chain and failure handling shared by all clones of a `Sticky` (and every
+/// `Sticky` one layer makes).
 #[derive(Debug)]
 pub(crate) struct Policy {
     pub(crate) chain: Chain,
+    pub(crate) passive: Option<PassiveHealth>,
+    pub(crate) retry_not_sent: bool,
+    pub(crate) max_retries: u32,
+    pub(crate) panic_threshold: Option<f64>,
+    pub(crate) replay: Option<ReplayPolicy>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            chain: Chain::new(),
+            passive: None,
+            retry_not_sent: true,
+            max_retries: 3,
+            panic_threshold: None,
+            replay: None,
+        }
+    }
+}
+
+/// Which requests may be buffered so they can be replayed on another backend after being sent.
+#[derive(Debug, Clone)]
+pub(crate) struct ReplayPolicy {
+    pub(crate) methods: Vec<http::Method>,
+    pub(crate) budget: ReplayBudget,
+}
+
+/// Put in a request's extensions by `Sticky` when the request may be replayed on another backend
+/// if it fails after being sent: its method is marked idempotent and the user opted in with
+/// [`retry_idempotent`](crate::StickyLayerBuilder::retry_idempotent). An inner service that sees
+/// it may buffer up to `max_body_bytes` of the body and give the request back in its error
+/// ([`Delivery::SentReplayable`]); [`HttpBackend`](crate::http_backend::HttpBackend) does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayBudget {
+    /// The most body bytes to buffer; longer bodies are streamed and not replayed.
+    pub max_body_bytes: usize,
+}
+
+/// One routed attempt: the service clone to drive and what to record about it.
+pub(crate) struct Attempt<S> {
+    pub(crate) service: S,
+    pub(crate) in_flight: InFlight,
+    pub(crate) routed: Routed,
+    pub(crate) hook: Option<ResponseHook>,
 }
 
 impl Policy {
-    fn select(
+    /// Runs the chain over the current snapshot with `excluded` backends (those that already
+    /// failed this request) treated as unusable, and starts the attempt on the chosen backend.
+    pub(crate) fn pick<S: Clone>(
         &self,
-        req: &http::request::Parts,
-        ctx: &RouteContext<'_>,
-    ) -> (Selection, &'static str) {
-        self.chain.select_named(req, ctx)
+        backends: &Backends<S>,
+        parts: &mut http::request::Parts,
+        excluded: &[BackendId],
+    ) -> Result<Attempt<S>, Unavailable> {
+        let snapshot = backends.shared().load();
+        if snapshot.set.is_empty() {
+            return Err(Unavailable::NoBackends);
+        }
+        // Positions of failed backends in this snapshot; empty (no allocation) on first tries.
+        let excluded: Vec<usize> = excluded
+            .iter()
+            .filter_map(|id| snapshot.set.position(id.as_str()))
+            .collect();
+        let mut ctx = RouteContext::new(&snapshot.set, &excluded);
+        if let Some(threshold) = self.panic_threshold {
+            if below_threshold(&snapshot.set, threshold) {
+                ctx = ctx.ignoring_health();
+            }
+        }
+        let (selection, strategy) = self.chain.select_named(parts, &ctx);
+        let choice = match selection {
+            Selection::Chosen(choice) => choice,
+            Selection::Unavailable(why) => {
+                tracing::debug!(reason = %why, "no backend for request");
+                return Err(why);
+            }
+            // The layer always ends the chain with round robin, so this is only reached when
+            // every member is filtered out by a custom strategy.
+            Selection::NoKey => return Err(Unavailable::NoHealthyBackend),
+        };
+        let (Some(member), Some(service)) = (
+            snapshot.set.get(choice.position),
+            snapshot.services.get(choice.position),
+        ) else {
+            return Err(Unavailable::NoHealthyBackend);
+        };
+        let retried = !excluded.is_empty();
+        let reason = if retried {
+            Reason::Failover
+        } else {
+            choice.reason
+        };
+        let routed = Routed {
+            backend: member.id().clone(),
+            reason,
+            strategy,
+        };
+        let state = member.shared_state();
+        match reason {
+            Reason::New => {
+                state.count_new_assignment();
+                facade::record(member.id(), state, Event::NewAssignment);
+            }
+            Reason::Failover => {
+                state.count_reassignment();
+                facade::record(member.id(), state, Event::Reassignment);
+            }
+            _ => {}
+        }
+        let in_flight = state.begin();
+        facade::record(member.id(), state, Event::Begin);
+        parts.extensions.insert(routed.clone());
+        Ok(Attempt {
+            service: service.clone(),
+            in_flight,
+            routed,
+            hook: choice.on_response,
+        })
     }
+}
+
+/// Envoy's panic threshold: fewer than `threshold` (a fraction) of the members are healthy.
+fn below_threshold(set: &MemberSet, threshold: f64) -> bool {
+    let healthy = set
+        .members()
+        .iter()
+        .filter(|m| m.state().is_healthy())
+        .count();
+    (healthy as f64) < threshold * set.len() as f64
 }
 
 impl<S> Clone for Sticky<S> {
@@ -135,13 +270,22 @@ impl<S: Clone> Sticky<S> {
     }
 }
 
+impl<S> Sticky<S> {
+    /// Counters of every backend now (see [`StickyStats`]); the same as
+    /// [`Backends::stats`].
+    pub fn stats(&self) -> StickyStats {
+        self.backends.stats()
+    }
+}
+
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Sticky<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Error: InnerError<Request<ReqBody>, ResBody>,
     ResBody: TextBody,
 {
     type Response = Response<ResBody>;
-    type Error = S::Error;
+    type Error = <S::Error as InnerError<Request<ReqBody>, ResBody>>::Error;
     type Future = ResponseFuture<S, Request<ReqBody>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -150,40 +294,20 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let snapshot = self.backends.shared().load();
-        if snapshot.set.is_empty() {
-            return ResponseFuture::unavailable(Unavailable::NoBackends);
-        }
         let (mut parts, body) = req.into_parts();
-        let ctx = RouteContext::new(&snapshot.set, &[]);
-        let (selection, strategy) = self.policy.select(&parts, &ctx);
-        let choice = match selection {
-            Selection::Chosen(choice) => choice,
-            Selection::Unavailable(why) => {
-                tracing::debug!(reason = %why, "no backend for request");
-                return ResponseFuture::unavailable(why);
+        if let Some(replay) = &self.policy.replay {
+            if replay.methods.contains(&parts.method) {
+                parts.extensions.insert(replay.budget);
             }
-            // The layer always ends the chain with round robin, so this is only reached when
-            // every member is filtered out by a custom strategy.
-            Selection::NoKey => return ResponseFuture::unavailable(Unavailable::NoHealthyBackend),
-        };
-        let (Some(member), Some(service)) = (
-            snapshot.set.get(choice.position),
-            snapshot.services.get(choice.position),
-        ) else {
-            return ResponseFuture::unavailable(Unavailable::NoHealthyBackend);
-        };
-        let routed = Routed {
-            backend: member.id().clone(),
-            reason: choice.reason,
-            strategy,
-        };
-        tracing::debug!(backend = %routed.backend, reason = %routed.reason, strategy, "routed");
-        let in_flight = member.shared_state().begin();
-        let service = service.clone();
-        drop(snapshot);
-        parts.extensions.insert(routed.clone());
-        let req = Request::from_parts(parts, body);
-        ResponseFuture::routed(service.oneshot(req), in_flight, routed, choice.on_response)
+        }
+        match self.policy.pick(&self.backends, &mut parts, &[]) {
+            Ok(attempt) => ResponseFuture::routed(
+                attempt,
+                Request::from_parts(parts, body),
+                self.backends.clone(),
+                Arc::clone(&self.policy),
+            ),
+            Err(why) => ResponseFuture::unavailable(why),
+        }
     }
 }
