@@ -56,6 +56,7 @@ pub mod ring;
 #[cfg(feature = "axum")]
 pub mod serve;
 mod service;
+pub mod session;
 
 pub use affinity::Affinity;
 pub use backends::{BackendState, Backends, BackendsHandle, MemberInfo, MemberSet};

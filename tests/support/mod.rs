@@ -5,3 +5,5 @@ pub mod backend;
 pub mod cookie;
 pub mod http;
 pub mod programs;
+pub mod redis_server;
+pub mod session_app;
