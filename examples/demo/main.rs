@@ -35,9 +35,13 @@ fn parse_args() -> Result<Options, String> {
                 options.scenario = (value != "all").then_some(value);
             }
             "--scenario" => {
-                return Err(format!("--scenario {value:?}: pick one of {SCENARIOS:?} or all"));
+                return Err(format!(
+                    "--scenario {value:?}: pick one of {SCENARIOS:?} or all"
+                ));
             }
-            "--store" if value == "memory" || value.starts_with("redis://") => options.store = value,
+            "--store" if value == "memory" || value.starts_with("redis://") => {
+                options.store = value
+            }
             "--store" => return Err(format!("--store {value:?}: memory or redis://HOST:PORT")),
             other => return Err(format!("unknown flag {other}")),
         }
@@ -58,7 +62,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
         }
     };
     let wanted = |name: &str| options.scenario.as_deref().is_none_or(|s| s == name);
-    println!("tower-sticky demo: real HTTP on loopback, backends a, b, c behind one Sticky gateway");
+    println!(
+        "tower-sticky demo: real HTTP on loopback, backends a, b, c behind one Sticky gateway"
+    );
     if wanted("cookie") {
         scenarios::cookie().await?;
     }

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::post;
 use tower_sticky::affinity::cookie::{CookieAffinity, Key};
 use tower_sticky::affinity::{IpHash, KeyHash, RoundRobin};
 use tower_sticky::ring::{KetamaRing, Ring, RingMember};
@@ -11,8 +11,8 @@ use tower_sticky::session::{MemoryStore, Session, SessionError, SessionLayer, Se
 use tower_sticky::{BackendId, StickyLayer};
 
 use crate::world::{
-    Result, Server, bars, client, count, gateway, get_page, http_backend, id_backend, loopback, remote,
-    title,
+    Result, Server, bars, client, count, gateway, get_page, http_backend, id_backend, loopback,
+    remote, title,
 };
 
 const IDS: [&str; 3] = ["a", "b", "c"];
@@ -31,7 +31,9 @@ fn pairs(servers: &[Server]) -> Vec<(&'static str, &Server)> {
 
 /// Cookie affinity: alice, bob and charlie each keep their backend; the first response pins them.
 pub async fn cookie() -> Result<()> {
-    title("cookie affinity (pinned, signed): the first response sets srv=..., later requests follow it");
+    title(
+        "cookie affinity (pinned, signed): the first response sets srv=..., later requests follow it",
+    );
     let servers = three_backends().await?;
     let layer = StickyLayer::builder()
         .cookie(CookieAffinity::pinned("srv").key(Key::generate()).build()?)
@@ -43,7 +45,10 @@ pub async fn cookie() -> Result<()> {
         let mut line = Vec::new();
         for _ in 0..4 {
             let (_, backend, set_cookie) = get_page(&client, &url, None).await?;
-            line.push(format!("{backend}({})", if set_cookie { "new" } else { "sticky" }));
+            line.push(format!(
+                "{backend}({})",
+                if set_cookie { "new" } else { "sticky" }
+            ));
             hits.push(backend);
         }
         println!("  {user:<8} {}", line.join(" "));
@@ -76,7 +81,11 @@ pub async fn ip() -> Result<()> {
 pub async fn hash() -> Result<()> {
     title("consistent hashing on X-User: user-1..user-30, 3 requests each");
     let servers = three_backends().await?;
-    let url = gateway(StickyLayer::new(KeyHash::header("x-user")), remote(&pairs(&servers))?).await?;
+    let url = gateway(
+        StickyLayer::new(KeyHash::header("x-user")),
+        remote(&pairs(&servers))?,
+    )
+    .await?;
     let client = client(loopback(1))?;
     let mut homes = BTreeMap::new();
     for i in 1..=30 {
@@ -91,7 +100,11 @@ pub async fn hash() -> Result<()> {
         }
         homes.insert(user, home);
     }
-    let line: Vec<String> = homes.iter().take(10).map(|(u, b)| format!("{u}->{b}")).collect();
+    let line: Vec<String> = homes
+        .iter()
+        .take(10)
+        .map(|(u, b)| format!("{u}->{b}"))
+        .collect();
     println!("  {} ...", line.join(" "));
     bars("users per backend", &count(homes.values(), &IDS));
 
@@ -131,10 +144,13 @@ fn cart_backend(id: &'static str, store: impl SessionStore) -> Router {
     Router::new()
         .route("/cart", post(add).get(show))
         .layer(SessionLayer::new(store))
-        .layer(axum::middleware::map_response(move |mut res: axum::response::Response| async move {
-            res.headers_mut().insert("x-backend", http::HeaderValue::from_static(id));
-            res
-        }))
+        .layer(axum::middleware::map_response(
+            move |mut res: axum::response::Response| async move {
+                res.headers_mut()
+                    .insert("x-backend", http::HeaderValue::from_static(id));
+                res
+            },
+        ))
 }
 
 async fn shared_store(spec: &str) -> Result<std::sync::Arc<dyn SessionStore>> {
@@ -154,18 +170,27 @@ async fn shared_store(spec: &str) -> Result<std::sync::Arc<dyn SessionStore>> {
 
 /// Shared sessions: round robin over the backends, the cart lives in one store.
 pub async fn sessions(store: &str) -> Result<()> {
-    title(&format!("shared sessions: round robin, the cart lives in the {store} store"));
+    title(&format!(
+        "shared sessions: round robin, the cart lives in the {store} store"
+    ));
     let shared = shared_store(store).await?;
     let mut servers = Vec::new();
     for id in IDS {
         servers.push(Server::start(cart_backend(id, shared.clone())).await?);
     }
-    let url = gateway(StickyLayer::new(RoundRobin::new()), remote(&pairs(&servers))?).await?;
+    let url = gateway(
+        StickyLayer::new(RoundRobin::new()),
+        remote(&pairs(&servers))?,
+    )
+    .await?;
     let alice = client(loopback(30))?;
     for item in ["apple", "bread", "cheese"] {
         let res = alice.post(format!("{url}/cart")).body(item).send().await?;
         let backend = header(&res, "x-backend");
-        println!("  alice adds {item:<7} on {backend}: cart = {}", res.text().await?);
+        println!(
+            "  alice adds {item:<7} on {backend}: cart = {}",
+            res.text().await?
+        );
     }
     for _ in IDS {
         let res = alice.get(format!("{url}/cart")).send().await?;
@@ -188,7 +213,8 @@ pub async fn scaling() -> Result<()> {
     title("scaling: 30 users by X-User; add backend d, then remove b");
     let mut servers = three_backends().await?;
     servers.push(id_backend("d").await?);
-    let all: Vec<(&'static str, &Server)> = ["a", "b", "c", "d"].into_iter().zip(&servers).collect();
+    let all: Vec<(&'static str, &Server)> =
+        ["a", "b", "c", "d"].into_iter().zip(&servers).collect();
     let backends = remote(&all[..3])?;
     let handle = backends.handle();
     let url = gateway(StickyLayer::new(KeyHash::header("x-user")), backends).await?;
@@ -197,7 +223,10 @@ pub async fn scaling() -> Result<()> {
     let homes = |url: String, client: reqwest::Client, users: Vec<String>| async move {
         let mut map = BTreeMap::new();
         for user in &users {
-            map.insert(user.clone(), get_page(&client, &url, Some(("x-user", user))).await?.1);
+            map.insert(
+                user.clone(),
+                get_page(&client, &url, Some(("x-user", user))).await?.1,
+            );
         }
         Result::Ok(map)
     };
@@ -218,7 +247,10 @@ pub async fn scaling() -> Result<()> {
         moved.iter().all(|m| m.ends_with("->d"))
     );
     println!("    {}", moved.join(", "));
-    bars("users per backend (a, b, c, d)", &count(after_add.values(), &["a", "b", "c", "d"]));
+    bars(
+        "users per backend (a, b, c, d)",
+        &count(after_add.values(), &["a", "b", "c", "d"]),
+    );
 
     handle.remove("b");
     let after_remove = homes(url, client, users.clone()).await?;
@@ -231,7 +263,9 @@ pub async fn scaling() -> Result<()> {
             others_moved += 1;
         }
     }
-    println!("  removed b: its users went to {went:?}; users of other backends moved: {others_moved}");
+    println!(
+        "  removed b: its users went to {went:?}; users of other backends moved: {others_moved}"
+    );
     Ok(())
 }
 
@@ -243,7 +277,9 @@ pub async fn failover() -> Result<()> {
         .cookie(CookieAffinity::pinned("srv").key(Key::generate()).build()?)
         .build();
     let url = gateway(layer, remote(&pairs(&servers))?).await?;
-    let users: Vec<reqwest::Client> = (0..12).map(|i| client(loopback(40 + i))).collect::<Result<_>>()?;
+    let users: Vec<reqwest::Client> = (0..12)
+        .map(|i| client(loopback(40 + i)))
+        .collect::<Result<_>>()?;
     let mut before = Vec::new();
     for user in &users {
         before.push(get_page(user, &url, None).await?.1);
@@ -265,7 +301,11 @@ pub async fn failover() -> Result<()> {
         }
         let now: Vec<String> = seen.into_iter().collect();
         if before[i] == "a" {
-            println!("  user-{:<2} was on a, now on {}", i + 1, now.join(" then "));
+            println!(
+                "  user-{:<2} was on a, now on {}",
+                i + 1,
+                now.join(" then ")
+            );
         }
         after.push(now.join("+"));
     }

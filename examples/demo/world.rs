@@ -130,7 +130,10 @@ pub fn bars(label: &str, load: &BTreeMap<String, usize>) {
     }
 }
 
-pub fn count<'a>(hits: impl IntoIterator<Item = &'a String>, ids: &[&str]) -> BTreeMap<String, usize> {
+pub fn count<'a>(
+    hits: impl IntoIterator<Item = &'a String>,
+    ids: &[&str],
+) -> BTreeMap<String, usize> {
     let mut load: BTreeMap<String, usize> = ids.iter().map(|id| (id.to_string(), 0)).collect();
     for hit in hits {
         *load.entry(hit.clone()).or_default() += 1;
