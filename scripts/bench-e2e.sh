@@ -30,7 +30,7 @@ PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    rm -rf "$WORK"
+    [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
 
@@ -48,13 +48,14 @@ for i in 0 1 2; do
     PIDS+=($!)
 done
 for port in "${BACKEND_PORTS[@]}"; do wait_port "127.0.0.1:$port"; done
+for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || { echo "a backend failed to start (port in use?)" >&2; exit 1; }; done
 
 # --- peers' configurations ---------------------------------------------------------------------
 haproxy_cfg() { # $1 = balance lines
     cat > "$WORK/haproxy.cfg" <<CFG
 global
     nbthread $THREADS
-    maxconn 20000
+    maxconn 4096
 defaults
     mode http
     timeout connect 2s
@@ -105,8 +106,12 @@ http {
 CFG
 }
 
+port_free() { ! (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
+
 start_proxy() { # $1 = gateway|haproxy|nginx, rest = gateway args
     local kind=$1; shift
+    for _ in $(seq 1 50); do port_free "$PROXY" && break; sleep 0.1; done
+    port_free "$PROXY" || { echo "$PROXY is in use by another process; stop it first" >&2; exit 1; }
     case $kind in
         gateway)
             target/release/examples/gateway --listen "$PROXY" \
@@ -123,6 +128,7 @@ start_proxy() { # $1 = gateway|haproxy|nginx, rest = gateway args
     PIDS+=("$PROXY_PID")
     sleep 0.3
     wait_port "$PROXY"
+    kill -0 "$PROXY_PID" 2>/dev/null || { echo "$kind exited at start; see $WORK" >&2; exit 1; }
 }
 
 stop_proxy() {

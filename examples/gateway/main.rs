@@ -41,18 +41,32 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads)
-        .enable_all()
-        .build()
-    {
+    // One thread: everything on it (like HAProxy's nbthread 1). More: the server runs on the
+    // workers, not on the thread that waits for it, so no request hops between threads.
+    let runtime = if args.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("gateway: cannot start the runtime: {e}");
             std::process::exit(1);
         }
     };
-    if let Err(error) = runtime.block_on(run(args)) {
+    let result = runtime.block_on(async move {
+        match tokio::spawn(run(args)).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("the server task failed: {e}")),
+        }
+    });
+    if let Err(error) = result {
         eprintln!("gateway: {error}");
         std::process::exit(1);
     }
@@ -71,7 +85,7 @@ fn cookie_key(args: &Args) -> Result<Key, String> {
     }
 }
 
-fn layer(args: &Args) -> Result<StickyLayer, Box<dyn Error>> {
+fn layer(args: &Args) -> Result<StickyLayer, Box<dyn Error + Send + Sync>> {
     let ip = || IpHash::new().trusted_proxies(&args.trusted_proxies);
     let builder = StickyLayer::builder();
     let builder = match &args.strategy {
@@ -99,7 +113,7 @@ fn layer(args: &Args) -> Result<StickyLayer, Box<dyn Error>> {
     Ok(builder.build())
 }
 
-async fn run(args: Args) -> Result<(), Box<dyn Error>> {
+async fn run(args: Args) -> Result<(), Box<dyn Error + Send + Sync>> {
     let layer = layer(&args)?;
     let mut backends = Backends::new();
     for (id, url) in &args.backends {

@@ -54,7 +54,7 @@ pub(crate) enum Event {
     Begin,
     NewAssignment,
     Reassignment,
-    Response(Duration),
+    Response(Option<Duration>),
     Error,
     End,
     Ejected,
@@ -72,7 +72,9 @@ pub(crate) fn record(id: &crate::BackendId, state: &BackendState, event: Event) 
         Event::Reassignment => h.reassignments.increment(1),
         Event::Response(latency) => {
             h.responses.increment(1);
-            h.latency.record(latency.as_secs_f64());
+            if let Some(latency) = latency {
+                h.latency.record(latency.as_secs_f64());
+            }
         }
         Event::Error => h.errors.increment(1),
         Event::End => h.in_flight.decrement(1.0),

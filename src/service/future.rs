@@ -56,7 +56,8 @@ struct Started {
     in_flight: InFlight,
     routed: Routed,
     hook: Option<ResponseHook>,
-    started: Instant,
+    /// Set on the requests whose latency is measured.
+    started: Option<Instant>,
     span: tracing::Span,
 }
 
@@ -68,6 +69,7 @@ impl Started {
             routed,
             hook,
         } = attempt.take()?;
+        let started = in_flight.is_timed().then(Instant::now);
         let span = tracing::debug_span!(
             "sticky",
             backend = %routed.backend,
@@ -80,7 +82,7 @@ impl Started {
                 in_flight,
                 routed,
                 hook,
-                started: Instant::now(),
+                started,
                 span,
             },
         ))
@@ -157,7 +159,7 @@ where
                     Err(error) => error.into_result(),
                 });
             };
-            let latency = done.started.elapsed();
+            let latency = done.started.map(|t| t.elapsed());
             let id = &done.routed.backend;
             let state_ref = done.in_flight.state();
             match result {
