@@ -9,10 +9,9 @@ use std::time::Instant;
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
-use tower::ServiceExt;
-use tower::util::Oneshot;
 use tower_service::Service;
 
+use super::call::Call;
 use super::{Attempt, Delivery, InnerError, Policy, Routed, TextBody, unavailable_response};
 use crate::affinity::{ResponseHook, Unavailable};
 use crate::backends::InFlight;
@@ -38,7 +37,7 @@ pin_project! {
     {
         Routed {
             #[pin]
-            call: Oneshot<S, Req>,
+            call: Call<S, Req>,
             attempt: Option<Started>,
             backends: Backends<S>,
             policy: Arc<Policy>,
@@ -106,7 +105,7 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
         match Started::new(&mut slot) {
             Some((service, started)) => Self {
                 state: State::Routed {
-                    call: service.oneshot(req),
+                    call: Call::start(service, req),
                     attempt: Some(started),
                     backends,
                     policy,
@@ -221,7 +220,7 @@ where
                         let policy = Arc::clone(policy);
                         let excluded = std::mem::take(excluded);
                         state.set(State::Routed {
-                            call: service.oneshot(Request::from_parts(parts, body)),
+                            call: Call::start(service, Request::from_parts(parts, body)),
                             attempt: Some(started),
                             backends,
                             policy,

@@ -1,5 +1,6 @@
 //! [`Sticky`]: the service that routes each request to one backend of a [`Backends`] set.
 
+mod call;
 mod future;
 mod inner_error;
 mod text_body;

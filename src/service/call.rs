@@ -1,0 +1,68 @@
+//! [`Call`]: drives the chosen backend's service for one request.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use pin_project_lite::pin_project;
+use tower::ServiceExt;
+use tower::util::Oneshot;
+use tower_service::Service;
+
+pin_project! {
+    /// The call of one request on one backend.
+    ///
+    /// Most inner services (axum routers, `HttpBackend`, anything behind `Buffer` with room) are
+    /// ready at once, so the service is asked once up front and, when ready, called right away:
+    /// the future then holds only the inner service's future, not the request, which keeps
+    /// `Sticky`'s response future small and cheap to move. A service that is not ready yet is
+    /// driven by `oneshot` on the heap, so the common case does not pay for its size.
+    #[project = CallProj]
+    pub(crate) enum Call<S, Req>
+    where
+        S: Service<Req>,
+    {
+        Called {
+            #[pin]
+            future: S::Future,
+        },
+        Waiting {
+            future: Pin<Box<Oneshot<S, Req>>>,
+        },
+        Refused {
+            error: Option<S::Error>,
+        },
+    }
+}
+
+impl<S: Service<Req>, Req> Call<S, Req> {
+    pub(crate) fn start(mut service: S, req: Req) -> Self {
+        // A no-op waker: if the service is not ready, `oneshot` asks again with the real one.
+        let mut cx = Context::from_waker(Waker::noop());
+        match service.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => Call::Called {
+                future: service.call(req),
+            },
+            Poll::Ready(Err(error)) => Call::Refused { error: Some(error) },
+            Poll::Pending => Call::Waiting {
+                future: Box::pin(service.oneshot(req)),
+            },
+        }
+    }
+}
+
+impl<S: Service<Req>, Req> Future for Call<S, Req> {
+    type Output = Result<S::Response, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            CallProj::Called { future } => future.poll(cx),
+            CallProj::Waiting { future } => future.as_mut().poll(cx),
+            CallProj::Refused { error } => match error.take() {
+                Some(error) => Poll::Ready(Err(error)),
+                // Polled again after completion; `ResponseFuture` never does this.
+                None => Poll::Pending,
+            },
+        }
+    }
+}
