@@ -174,61 +174,9 @@ async fn a_learned_backend_going_down_repins_to_one_substitute_or_503_when_stric
 
 #[cfg(feature = "redis")]
 mod redis_shared {
-    use std::net::TcpListener;
-    use std::process::{Child, Command, Stdio};
-    use std::time::Instant;
-
+    use super::support::redis_server::RedisServer;
     use super::*;
     use tower_sticky::affinity::cookie::RedisLearnedTable;
-
-    /// A `redis-server` of our own on a free loopback port; killed on drop.
-    struct RedisServer {
-        child: Option<Child>,
-        port: u16,
-    }
-
-    impl RedisServer {
-        fn start() -> Self {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server is installed");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "redis-server did not start");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Self {
-                child: Some(child),
-                port,
-            }
-        }
-
-        fn url(&self) -> String {
-            format!("redis://127.0.0.1:{}/", self.port)
-        }
-
-        fn kill(&mut self) {
-            if let Some(mut child) = self.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-
-    impl Drop for RedisServer {
-        fn drop(&mut self) {
-            self.kill();
-        }
-    }
 
     async fn shared_learn(redis: &RedisServer) -> (CookieAffinity, RedisLearnedTable) {
         let shared = RedisLearnedTable::connect(&redis.url(), "test:learned:")

@@ -96,3 +96,26 @@ pub(crate) fn candidates<'h>(
         .filter(|v| !v.is_empty() && v.len() <= super::codec::MAX_VALUE_LEN)
         .take(limit)
 }
+
+/// Routes `choice` and, on its response, sets the affinity cookie holding `payload` (sealed with
+/// `codec`). If sealing fails (it cannot for valid settings) the request is still routed, without
+/// a cookie, and a warning is logged.
+pub(crate) fn choose_with_cookie(
+    codec: &super::codec::Codec,
+    attributes: &super::attributes::CookieAttributes,
+    choice: Choice,
+    payload: &str,
+) -> Selection {
+    let header = codec
+        .seal(&attributes.name, payload)
+        .and_then(|sealed| attributes.set_cookie(&sealed));
+    match header {
+        Some(header) => Selection::Chosen(then_hook(choice, move |head| {
+            super::attributes::add_set_cookie(head, header)
+        })),
+        None => {
+            tracing::warn!(cookie = %attributes.name, "could not seal the affinity cookie");
+            Selection::Chosen(choice)
+        }
+    }
+}

@@ -4,8 +4,8 @@
 //! The sealed payload is `H1.<128-bit token in hex>`. Nothing about the backend is in the cookie,
 //! so scaling moves clients exactly as the ring does (about `1/(n+1)` on an add).
 
-use super::assign::{candidates, substitute, then_hook};
-use super::attributes::{CookieAttributes, add_set_cookie};
+use super::assign::{candidates, choose_with_cookie, substitute};
+use super::attributes::CookieAttributes;
 use super::codec::Codec;
 use crate::affinity::{Choice, Reason, RouteContext, Selection, Unavailable};
 use crate::ring::RingKind;
@@ -95,19 +95,7 @@ impl Hashed {
     }
 
     fn with_cookie(&self, choice: Choice, token: &str) -> Selection {
-        let header = self
-            .codec
-            .seal(&self.attributes.name, &encode(token))
-            .and_then(|sealed| self.attributes.set_cookie(&sealed));
-        match header {
-            Some(header) => {
-                Selection::Chosen(then_hook(choice, move |head| add_set_cookie(head, header)))
-            }
-            None => {
-                tracing::warn!(cookie = %self.attributes.name, "could not seal the affinity cookie");
-                Selection::Chosen(choice)
-            }
-        }
+        choose_with_cookie(&self.codec, &self.attributes, choice, &encode(token))
     }
 }
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
-use super::assign::{Assigner, candidates, now_secs, substitute, then_hook};
-use super::attributes::{CookieAttributes, add_set_cookie};
+use super::assign::{Assigner, candidates, choose_with_cookie, now_secs, substitute};
+use super::attributes::CookieAttributes;
 use super::codec::Codec;
 use crate::affinity::{Choice, Reason, RouteContext, Selection, Unavailable};
 use crate::ring::RingKind;
@@ -206,19 +206,7 @@ impl Pinned {
     }
 
     fn with_cookie(&self, choice: Choice, value: &PinnedValue) -> Selection {
-        let header = self
-            .codec
-            .seal(&self.attributes.name, &value.encode())
-            .and_then(|sealed| self.attributes.set_cookie(&sealed));
-        match header {
-            Some(header) => {
-                Selection::Chosen(then_hook(choice, move |head| add_set_cookie(head, header)))
-            }
-            None => {
-                tracing::warn!(cookie = %self.attributes.name, "could not seal the affinity cookie");
-                Selection::Chosen(choice)
-            }
-        }
+        choose_with_cookie(&self.codec, &self.attributes, choice, &value.encode())
     }
 }
 
