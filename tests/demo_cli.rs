@@ -14,6 +14,22 @@ fn stdout_of(args: &[&str]) -> String {
     String::from_utf8(output.stdout).expect("utf-8 output")
 }
 
+/// The shared-sessions scenario: three reads, each showing every item added on any backend.
+fn assert_every_read_sees_the_whole_cart(out: &str) -> Vec<&str> {
+    let reads: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("alice reads on"))
+        .collect();
+    assert_eq!(reads.len(), 3, "{out}");
+    assert!(
+        reads
+            .iter()
+            .all(|l| l.ends_with("cart = apple,bread,cheese")),
+        "{reads:?}"
+    );
+    reads
+}
+
 #[test]
 fn every_scenario_runs_and_shows_stickiness_scaling_and_failover_without_errors() {
     let out = stdout_of(&[]);
@@ -52,17 +68,7 @@ fn every_scenario_runs_and_shows_stickiness_scaling_and_failover_without_errors(
         assert!(hits.iter().all(|h| *h == hits[0]), "{line}");
     }
     // Shared sessions: every backend reads the whole cart.
-    let reads: Vec<&str> = out
-        .lines()
-        .filter(|l| l.contains("alice reads on"))
-        .collect();
-    assert_eq!(reads.len(), 3, "{out}");
-    assert!(
-        reads
-            .iter()
-            .all(|l| l.ends_with("cart = apple,bread,cheese")),
-        "{reads:?}"
-    );
+    let reads = assert_every_read_sees_the_whole_cart(&out);
     let readers: std::collections::BTreeSet<&str> = reads
         .iter()
         .map(|l| l.split_whitespace().nth(3).unwrap())
@@ -90,17 +96,7 @@ fn sessions_scenario_runs_against_redis() {
         !out.contains("== cookie affinity"),
         "only the chosen scenario runs: {out}"
     );
-    let reads: Vec<&str> = out
-        .lines()
-        .filter(|l| l.contains("alice reads on"))
-        .collect();
-    assert_eq!(reads.len(), 3, "{out}");
-    assert!(
-        reads
-            .iter()
-            .all(|l| l.ends_with("cart = apple,bread,cheese")),
-        "{reads:?}"
-    );
+    assert_every_read_sees_the_whole_cart(&out);
 }
 
 #[test]
