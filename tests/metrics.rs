@@ -247,5 +247,12 @@ mod facade {
         let m1 = s.backend("m1").unwrap();
         assert_eq!(latencies, m1.latency.count);
         assert_eq!(latencies, m1.requests.div_ceil(8));
+        // Marking a backend down or up through the handle moves its healthy gauge too.
+        let healthy = |id: &str| f64::from_bits(counter("tower_sticky_healthy", id));
+        assert_eq!(healthy("m1"), 1.0);
+        stats.handle().set_healthy("m1", false).unwrap();
+        assert_eq!(healthy("m1"), 0.0);
+        stats.handle().set_healthy("m1", true).unwrap();
+        assert_eq!(healthy("m1"), 1.0);
     }
 }

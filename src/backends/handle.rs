@@ -107,12 +107,15 @@ impl<S: Clone> BackendsHandle<S> {
     /// snapshot rebuild is needed, so the rings stay as they are and a backend that comes back
     /// gets exactly its old keys back.
     pub fn set_healthy(&self, id: &str, healthy: bool) -> Result<(), BackendsError> {
-        self.with_state(id, |s| s.set_healthy(healthy))
+        self.with_member(id, |member| {
+            member.state().set_healthy(healthy);
+            crate::metrics::facade::health_changed(member);
+        })
     }
 
     /// Drains backend `id` (no new clients; clients already pinned to it stay) or undrains it.
     pub fn set_draining(&self, id: &str, draining: bool) -> Result<(), BackendsError> {
-        self.with_state(id, |s| s.set_draining(draining))
+        self.with_member(id, |member| member.state().set_draining(draining))
     }
 
     /// The ids now in the set, sorted.
@@ -126,10 +129,10 @@ impl<S: Clone> BackendsHandle<S> {
             .collect()
     }
 
-    fn with_state(
+    fn with_member(
         &self,
         id: &str,
-        f: impl FnOnce(&super::BackendState),
+        f: impl FnOnce(&super::MemberInfo),
     ) -> Result<(), BackendsError> {
         let snapshot = self.shared.current.load();
         let position = snapshot
@@ -140,7 +143,7 @@ impl<S: Clone> BackendsHandle<S> {
             .set
             .get(position)
             .ok_or_else(|| BackendsError::UnknownBackend { id: id.into() })?;
-        f(member.state());
+        f(member);
         Ok(())
     }
 }
