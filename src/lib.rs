@@ -3,11 +3,22 @@
 //! Session affinity ("sticky sessions") for Tower, axum and hyper services.
 //!
 //! A [`StickyLayer`] wraps a keyed set of inner services, [`Backends`], and sends each user to the
-//! same one, chosen by the client IP ([`affinity::IpHash`]), a key on a consistent hash ring
-//! ([`affinity::KeyHash`]: header, cookie, path, query, closure), or spread by
-//! [`affinity::RoundRobin`] / [`affinity::LeastInFlight`] when there is no key. Strategies form a
-//! fallback chain ("key, else IP, else round robin"). When a backend is unusable, each of its
-//! users moves to one deterministic substitute; when it is removed, only its users move.
+//! same one, chosen by a signed cookie ([`affinity::CookieAffinity`]: pinned, hashed or learned),
+//! the client IP ([`affinity::IpHash`]), a key on a consistent hash ring ([`affinity::KeyHash`]:
+//! header, cookie, path, query, closure; [`ring`]: Ketama, Ketama-compatible, Maglev, bounded
+//! load), or spread by [`affinity::RoundRobin`] / [`affinity::LeastInFlight`] when there is no
+//! key. Strategies form a fallback chain ("cookie, else IP, else round robin"). When a backend is
+//! unusable, each of its users moves to one deterministic substitute; when it is removed, only its
+//! users move.
+//!
+//! The rest of the crate:
+//! - [`http_backend::HttpBackend`]: a pooled HTTP client service for remote backends;
+//! - [`health`]: passive ejection and active probes; failed-before-sent requests are retried on
+//!   the next candidate, so a dead backend costs the client no error;
+//! - [`metrics`]: a per-backend stats snapshot, the `metrics` facade (feature `metrics`), tracing;
+//! - [`session`]: the `Session` extractor, `SessionLayer`, and memory / Redis / cached stores that
+//!   let any backend serve any user without losing writes;
+//! - [`serve::with_client_addr`]: serve a `Sticky` with `axum::serve` and the peer address.
 //!
 //! ```
 //! use std::convert::Infallible;
