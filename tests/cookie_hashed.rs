@@ -44,24 +44,19 @@ async fn jar_clients_stick_and_clearing_the_cookie_reassigns() {
     let (_servers, backends) = backends(3).await;
     let gw = gateway(hashed(), backends).await;
     let client = jar_client();
-    let first = client
-        .get(gw.url())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for _ in 0..10 {
-        let body = client
+    let fetch = || async {
+        client
             .get(gw.url())
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
-        assert_eq!(body, first);
+            .unwrap()
+    };
+    let first = fetch().await;
+    for _ in 0..10 {
+        assert_eq!(fetch().await, first);
     }
     // "Clearing" the cookie: a client without it gets a fresh token each time, so over many
     // clears the client lands on every backend.

@@ -153,29 +153,23 @@ mod facade {
         format!("{}{{{backend}}}", key.name())
     }
 
+    impl Capture {
+        fn cell(&self, key: &Key) -> Arc<AtomicU64> {
+            let mut cells = self.counters.lock().unwrap();
+            cells.entry(series(key)).or_default().clone()
+        }
+    }
+
     impl Recorder for Capture {
         fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
         fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
         fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
         fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-            let c = self
-                .counters
-                .lock()
-                .unwrap()
-                .entry(series(key))
-                .or_default()
-                .clone();
-            Counter::from_arc(c)
+            Counter::from_arc(self.cell(key))
         }
         fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-            let g = self
-                .counters
-                .lock()
-                .unwrap()
-                .entry(series(key))
-                .or_default()
-                .clone();
-            Gauge::from_arc(g)
+            // Gauges keep their f64 bits in the same kind of cell as counters.
+            Gauge::from_arc(self.cell(key))
         }
         fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
             let h = self

@@ -58,9 +58,10 @@ pub struct Routed {
 ///
 /// A balancer can only choose after it has seen the request, so `Sticky` cannot use the readiness
 /// of the backend it will pick. [`poll_ready`](Service::poll_ready) only applies pending
-/// discovery changes and is always ready; `call` chooses, clones the chosen backend's service and
-/// drives it with [`oneshot`](tower::ServiceExt::oneshot) inside the response future, so a busy
-/// or slow backend never blocks requests for the others. Inner services must therefore be `Clone`
+/// discovery changes and is always ready; `call` chooses and clones the chosen backend's service,
+/// asks it once whether it is ready and, if so, calls it at once; otherwise the response future
+/// drives it with [`oneshot`](tower::ServiceExt::oneshot). A busy or slow backend never blocks
+/// requests for the others. Inner services must therefore be `Clone`
 /// and cheap to clone; wrap others in [`tower::buffer::Buffer`].
 ///
 /// # Errors, retries and edge behaviour

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use cookie::{Cookie, SameSite};
 use http::HeaderMap;
-use http::header::COOKIE;
 
 use super::SessionId;
 
@@ -119,16 +118,7 @@ impl CookieConfig {
     /// The first cookie of this name in `headers` whose value is a well-formed session id.
     /// Anything else (non-UTF-8 headers, garbage, oversized or truncated values) is ignored.
     pub fn session_id(&self, headers: &HeaderMap) -> Option<SessionId> {
-        headers
-            .get_all(COOKIE)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|text| text.split(';'))
-            .filter_map(|pair| {
-                let (name, value) = pair.trim().split_once('=')?;
-                (name.trim() == self.name).then(|| value.trim().trim_matches('"'))
-            })
-            .find_map(SessionId::parse)
+        crate::headers::cookie_values(headers, &self.name).find_map(SessionId::parse)
     }
 
     /// The `Set-Cookie` value that gives the client this session id.
@@ -163,6 +153,8 @@ impl CookieConfig {
 
 #[cfg(test)]
 mod tests {
+    use http::header::COOKIE;
+
     use super::*;
     use http::HeaderValue;
     use proptest::prelude::*;
