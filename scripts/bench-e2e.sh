@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end comparison: examples/gateway.rs against HAProxy and nginx doing the same stickiness in
 # front of the same three backends, on loopback, with the same core count, measured with wrk in one
-# run, alternating gateway and peer. Also: an axum router bare vs behind Sticky in process.
+# run, alternating gateway and peer. Each proxy adds X-Forwarded-For and nothing else (HAProxy
+# `option forwardfor`, nginx `$proxy_add_x_forwarded_for`, the gateway's
+# `--forwarded-headers x-forwarded-for`), so all do the same work per request.
+# Also: an axum router bare vs behind Sticky in process.
 #
 #   scripts/bench-e2e.sh            # writes target/bench-e2e.md and prints it
 #   DURATION=10 ROUNDS=3 THREADS=1 CONNECTIONS=32 scripts/bench-e2e.sh
@@ -13,6 +16,7 @@ ROUNDS=${ROUNDS:-2}            # alternating rounds per pair
 THREADS=${THREADS:-1}          # worker threads for the gateway, HAProxy and nginx alike
 CONNECTIONS=${CONNECTIONS:-32}
 OUT=${OUT:-target/bench-e2e.md}
+ONLY=${ONLY:-cookie ip header overhead}   # which groups to measure (a subset of these four words)
 WORK=$(mktemp -d /tmp/bench-e2e.XXXXXX)
 PROXY=127.0.0.1:19180
 BACKEND_PORTS=(19101 19102 19103)
@@ -62,6 +66,7 @@ defaults
     timeout client 30s
     timeout server 30s
     option http-keep-alive
+    option forwardfor
 frontend fe
     bind $PROXY
     default_backend be
@@ -100,6 +105,7 @@ http {
             proxy_pass http://be;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         }
     }
 }
@@ -118,7 +124,7 @@ start_proxy() { # $1 = gateway|haproxy|nginx, rest = gateway args
                 --backend a=http://127.0.0.1:${BACKEND_PORTS[0]} \
                 --backend b=http://127.0.0.1:${BACKEND_PORTS[1]} \
                 --backend c=http://127.0.0.1:${BACKEND_PORTS[2]} \
-                --threads "$THREADS" --cookie-key-file "$WORK/cookie.key" "$@" 2>"$WORK/gateway.log" &
+                --threads "$THREADS" --forwarded-headers x-forwarded-for --cookie-key-file "$WORK/cookie.key" "$@" 2>"$WORK/gateway.log" &
             ;;
         haproxy) haproxy -f "$WORK/haproxy.cfg" -db 2>"$WORK/haproxy.log" & ;;
         nginx) nginx -c "$WORK/nginx.conf" 2>"$WORK/nginx.log" & ;;
@@ -207,16 +213,19 @@ setup_nginx_iphash() { nginx_cfg "ip_hash"; }
 setup_nginx_header() { nginx_cfg "hash \$http_x_user consistent"; }
 no_setup() { :; }
 
+want() { [[ " $ONLY " == *" $1 "* ]]; }
+
 echo "measuring (${DURATION}s x ${ROUNDS} rounds each, ${THREADS} thread(s), ${CONNECTIONS} connections)" >&2
-run_pair "cookie-pinned vs cookie SRV insert" haproxy setup_haproxy_cookie "--strategy cookie-pinned --cookie-name srv" "" srv "SRV=b"
-run_pair "ip-ring vs balance source + consistent" haproxy setup_haproxy_source "--strategy ip-ring" "" "" ""
-run_pair "ip-ring vs ip_hash" nginx setup_nginx_iphash "--strategy ip-ring" "" "" ""
-run_pair "header:X-User vs balance hdr(X-User) + consistent" haproxy setup_haproxy_header "--strategy header:X-User" "$WORK/users.lua" "" ""
-run_pair "header:X-User vs hash \$http_x_user consistent" nginx setup_nginx_header "--strategy header:X-User" "$WORK/users.lua" "" ""
+want cookie && run_pair "cookie-pinned vs cookie SRV insert" haproxy setup_haproxy_cookie "--strategy cookie-pinned --cookie-name srv" "" srv "SRV=b"
+want ip && run_pair "ip-ring vs balance source + consistent" haproxy setup_haproxy_source "--strategy ip-ring" "" "" ""
+want ip && run_pair "ip-ring vs ip_hash" nginx setup_nginx_iphash "--strategy ip-ring" "" "" ""
+want header && run_pair "header:X-User vs balance hdr(X-User) + consistent" haproxy setup_haproxy_header "--strategy header:X-User" "$WORK/users.lua" "" ""
+want header && run_pair "header:X-User vs hash \$http_x_user consistent" nginx setup_nginx_header "--strategy header:X-User" "$WORK/users.lua" "" ""
 
 # In process: an axum router bare vs Sticky over three in-process routers.
 ovh_bare=0; ovh_sticky=0
-for round in $(seq 1 "$ROUNDS"); do
+want overhead || ROUNDS_OVH=0
+for round in $(seq 1 "${ROUNDS_OVH:-$ROUNDS}"); do
     start_proxy overhead-bare; b=$(measure ""); stop_proxy
     start_proxy overhead-sticky; s=$(measure ""); stop_proxy
     echo "  round $round: bare $b | sticky $s" >&2
@@ -231,7 +240,7 @@ done
     echo "|---|---|---|---|---|---|---|"
     printf '%s\n' "${RESULTS[@]}"
     echo
-    printf '| in process | bare axum router: %.0f req/s | Sticky over 3 routers: %.0f req/s | ratio %.3f (cost %.1f%%) |\n' \
+    if want overhead; then printf '| in process | bare axum router: %.0f req/s | Sticky over 3 routers: %.0f req/s | ratio %.3f (cost %.1f%%) |\n' \
         "$(echo "$ovh_bare / $ROUNDS" | bc -l)" "$(echo "$ovh_sticky / $ROUNDS" | bc -l)" \
-        "$(echo "$ovh_sticky / $ovh_bare" | bc -l)" "$(echo "(1 - $ovh_sticky / $ovh_bare) * 100" | bc -l)"
+        "$(echo "$ovh_sticky / $ovh_bare" | bc -l)" "$(echo "(1 - $ovh_sticky / $ovh_bare) * 100" | bc -l)"; fi
 } | tee "$OUT"

@@ -336,7 +336,7 @@ async fn sigterm_lets_requests_in_flight_finish() {
 
 #[test]
 fn bad_flags_give_a_clear_message_and_a_non_zero_exit() {
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["--backend", "a=http://127.0.0.1:1"], "--listen"),
         (&["--listen", "127.0.0.1:0"], "--backend"),
         (
@@ -357,6 +357,17 @@ fn bad_flags_give_a_clear_message_and_a_non_zero_exit() {
                 "magic",
             ],
             "--strategy",
+        ),
+        (
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--backend",
+                "a=http://127.0.0.1:1",
+                "--forwarded-headers",
+                "some",
+            ],
+            "--forwarded-headers",
         ),
         (
             &[

@@ -253,3 +253,119 @@ fn base_urls_are_checked() {
         "10.0.0.7:8080"
     );
 }
+
+/// A backend that answers with the client port of the connection the request came on, plus a
+/// body of `?len=N` bytes, and `Connection: close` for `?close`.
+fn port_reporter() -> Router {
+    Router::new().fallback(
+        |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+         req: Request| async move {
+            let query = req.uri().query().unwrap_or("");
+            let len: usize = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("len="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let mut res = Response::new(Body::from(format!("{}\n{}", peer.port(), "x".repeat(len))));
+            if query.contains("close") {
+                res.headers_mut()
+                    .insert("connection", "close".parse().unwrap());
+            }
+            res
+        },
+    )
+}
+
+async fn port_of(backend: &HttpBackend, path: &str) -> (String, Response<Body>) {
+    let req = http::Request::builder()
+        .uri(path)
+        .body(Body::empty())
+        .unwrap();
+    let res = backend.clone().oneshot(req).await.unwrap();
+    let (head, body) = res.into_parts();
+    let mut body = body.into_data_stream();
+    let first = body.next().await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&first).to_string();
+    let port = text.lines().next().unwrap().to_owned();
+    // The rest of the body stays unread in the returned response.
+    (port, Response::from_parts(head, Body::from_stream(body)))
+}
+
+#[tokio::test]
+async fn connections_are_reused_only_after_their_response_was_read_to_the_end() {
+    let server = serve_router("127.0.0.1:0", port_reporter()).await;
+    let backend = HttpBackend::new(&server.url()).unwrap();
+
+    // Read to the end: the next request goes on the same connection.
+    let (first, res) = port_of(&backend, "/").await;
+    res.into_body().collect().await.unwrap();
+    let (second, res) = port_of(&backend, "/").await;
+    res.into_body().collect().await.unwrap();
+    assert_eq!(first, second, "a finished connection is reused");
+
+    // While a response is still streaming, its connection is busy: a new one is made.
+    let (streaming, open) = port_of(&backend, "/?len=300000").await;
+    let (meanwhile, res) = port_of(&backend, "/").await;
+    res.into_body().collect().await.unwrap();
+    assert_ne!(streaming, meanwhile, "a busy connection is not shared");
+
+    // Dropping a body before its end closes that connection instead of pooling it; nothing
+    // breaks for the next requests.
+    drop(open);
+    for _ in 0..3 {
+        let (port, res) = port_of(&backend, "/").await;
+        res.into_body().collect().await.unwrap();
+        assert_ne!(port, streaming, "a half-read connection is never reused");
+    }
+}
+
+#[tokio::test]
+async fn a_connection_the_server_closes_is_replaced_without_an_error() {
+    let server = serve_router("127.0.0.1:0", port_reporter()).await;
+    let backend = HttpBackend::new(&server.url()).unwrap();
+    let (closing, res) = port_of(&backend, "/?close").await;
+    res.into_body().collect().await.unwrap();
+    // Give the connection task a moment to see the close (it also works without: a closed
+    // connection fails its readiness check and is dropped).
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (next, res) = port_of(&backend, "/").await;
+    res.into_body().collect().await.unwrap();
+    assert_ne!(closing, next);
+}
+
+#[tokio::test]
+async fn with_no_idle_connections_kept_every_request_connects() {
+    let server = serve_router("127.0.0.1:0", port_reporter()).await;
+    let backend = HttpBackend::builder(&server.url())
+        .pool_max_idle(0)
+        .build()
+        .unwrap();
+    let mut ports = std::collections::HashSet::new();
+    for _ in 0..3 {
+        let (port, res) = port_of(&backend, "/").await;
+        res.into_body().collect().await.unwrap();
+        ports.insert(port);
+    }
+    assert_eq!(ports.len(), 3);
+}
+
+#[tokio::test]
+async fn idle_connections_older_than_the_idle_timeout_are_not_reused() {
+    let server = serve_router("127.0.0.1:0", port_reporter()).await;
+    let backend = HttpBackend::builder(&server.url())
+        .pool_idle_timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let (old, res) = port_of(&backend, "/").await;
+    res.into_body().collect().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let (second, res) = port_of(&backend, "/").await;
+    res.into_body().collect().await.unwrap();
+    assert_ne!(old, second, "the expired connection was not handed out");
+    let (third, res) = port_of(&backend, "/").await;
+    res.into_body().collect().await.unwrap();
+    assert_eq!(
+        second, third,
+        "a connection idle for less than the timeout is reused"
+    );
+}

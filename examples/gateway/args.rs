@@ -4,12 +4,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tower_sticky::http_backend::ForwardedHeaders;
+
 pub(crate) const USAGE: &str = "\
 usage: gateway --listen ADDR --backend ID=URL [--backend ID=URL]...
                [--strategy cookie-pinned|cookie-hashed|cookie-learn:NAME|ip-hash|ip-ring|header:NAME|round-robin]
                [--cookie-name NAME] [--cookie-key-file PATH] [--trusted-proxy CIDR]...
                [--health-path /healthz] [--health-interval 1s] [--threads N] [--metrics-listen ADDR]
-               [--failures-to-eject N] [--retry-idempotent BYTES]";
+               [--failures-to-eject N] [--retry-idempotent BYTES]
+               [--forwarded-headers all|x-forwarded|x-forwarded-for|none]";
 
 /// Which affinity the gateway applies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +63,7 @@ pub(crate) struct Args {
     pub(crate) metrics_listen: Option<SocketAddr>,
     pub(crate) failures_to_eject: u32,
     pub(crate) retry_idempotent: Option<usize>,
+    pub(crate) forwarded_headers: ForwardedHeaders,
 }
 
 /// Parses `1s`, `500ms`, `2m`, or plain seconds.
@@ -95,6 +99,7 @@ pub(crate) fn parse(raw: impl IntoIterator<Item = String>) -> Result<Args, Strin
     let mut metrics_listen = None;
     let mut failures_to_eject = 3;
     let mut retry_idempotent = None;
+    let mut forwarded_headers = ForwardedHeaders::ALL;
 
     let mut raw = raw.into_iter();
     while let Some(flag) = raw.next() {
@@ -148,6 +153,20 @@ pub(crate) fn parse(raw: impl IntoIterator<Item = String>) -> Result<Args, Strin
                         format!("--retry-idempotent {value:?} must be a byte count")
                     })?)
             }
+            "--forwarded-headers" => {
+                forwarded_headers = match value.as_str() {
+                    "all" => ForwardedHeaders::ALL,
+                    "x-forwarded" => ForwardedHeaders::X_FORWARDED,
+                    "x-forwarded-for" => ForwardedHeaders::X_FORWARDED_FOR,
+                    "none" => ForwardedHeaders::NONE,
+                    other => {
+                        return Err(format!(
+                            "--forwarded-headers {other:?} is not one of all, x-forwarded, \
+                             x-forwarded-for, none"
+                        ));
+                    }
+                }
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -168,5 +187,6 @@ pub(crate) fn parse(raw: impl IntoIterator<Item = String>) -> Result<Args, Strin
         metrics_listen,
         failures_to_eject,
         retry_idempotent,
+        forwarded_headers,
     })
 }

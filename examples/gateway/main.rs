@@ -126,6 +126,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error + Send + Sync>> {
             .name(id.clone())
             .connect_timeout(Duration::from_millis(500))
             .request_timeout(Duration::from_secs(30))
+            .forwarded_headers(args.forwarded_headers)
             .build()
             .map_err(|e| format!("--backend {id}={url}: {e}"))?;
         backends = backends.with(id.as_str(), backend);

@@ -100,14 +100,16 @@ impl ClientIpResolver {
 
     /// The connection's peer address, from [`ClientAddr`] or axum's `ConnectInfo`.
     pub fn peer(parts: &http::request::Parts) -> Option<IpAddr> {
-        if let Some(ClientAddr(addr)) = parts.extensions.get::<ClientAddr>() {
+        Self::peer_of(&parts.extensions)
+    }
+
+    /// [`peer`](Self::peer) from the extensions alone.
+    pub(crate) fn peer_of(extensions: &http::Extensions) -> Option<IpAddr> {
+        if let Some(ClientAddr(addr)) = extensions.get::<ClientAddr>() {
             return Some(addr.ip().to_canonical());
         }
         #[cfg(feature = "axum")]
-        if let Some(info) = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        {
+        if let Some(info) = extensions.get::<axum::extract::ConnectInfo<SocketAddr>>() {
             return Some(info.0.ip().to_canonical());
         }
         None

@@ -1,5 +1,6 @@
-//! Request bodies for the client: one whose body can be taken back if it was never read (so an
-//! unsent request can be retried elsewhere), and a bounded buffer for replays.
+//! Bodies for the client: a request body that can be taken back if it was never read (so an
+//! unsent request can be retried elsewhere), a bounded buffer for replays, and the response body
+//! that gives its connection back to the pool when read to the end.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -10,6 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, Limited};
 use pin_project_lite::pin_project;
 
+use super::pool::Returner;
 use crate::BoxError;
 
 pub(crate) type ClientBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
@@ -99,6 +101,67 @@ pub(crate) fn full(bytes: Bytes) -> ClientBody {
     Full::new(bytes)
         .map_err(|never| match never {})
         .boxed_unsync()
+}
+
+pub(crate) fn empty() -> ClientBody {
+    // A boxed zero-sized body: no allocation.
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A backend's response body that returns its HTTP/1.1 connection to the pool as soon as the
+/// last frame has been read (or, at the latest, when it is dropped after the end).
+#[derive(Debug)]
+pub(crate) struct PooledBody {
+    body: hyper::body::Incoming,
+    returner: Returner,
+}
+
+impl PooledBody {
+    pub(crate) fn new(body: hyper::body::Incoming, mut returner: Returner) -> Self {
+        if body.is_end_stream() {
+            // No body (HEAD, 204, 304, Content-Length: 0): the exchange is already over.
+            returner.give_back();
+        }
+        Self { body, returner }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.returner.give_back(),
+            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.returner.give_back(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // Read to the end but never polled once more: still reusable. Otherwise the unread rest
+        // would be the next response's start, so the connection goes with the body.
+        if self.body.is_end_stream() {
+            self.returner.give_back();
+        }
+    }
 }
 
 #[cfg(test)]

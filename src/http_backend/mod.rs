@@ -1,16 +1,18 @@
 //! [`HttpBackend`]: a `tower::Service` that forwards requests to a remote HTTP base URL.
 //!
-//! It is what a gateway puts in a [`Backends`](crate::Backends) set: a pooled hyper-util client
-//! (keep-alive; HTTP/1.1, or h2c with prior knowledge) that rewrites the authority, adds
-//! `X-Forwarded-For` / `X-Forwarded-Proto` / `X-Forwarded-Host` / `Forwarded`, removes hop-by-hop
-//! headers both ways, and streams bodies both ways. Needs the `axum` feature (its response body
+//! It is what a gateway puts in a [`Backends`](crate::Backends) set: a hyper client with its own
+//! keep-alive pool (HTTP/1.1, or h2c with prior knowledge) that rewrites the authority, adds
+//! `X-Forwarded-For` / `X-Forwarded-Proto` / `X-Forwarded-Host` / `Forwarded` (see
+//! [`ForwardedHeaders`]), removes hop-by-hop headers both ways, and streams bodies both ways. Needs the `axum` feature (its response body
 //! is `axum::body::Body`, so `Sticky<HttpBackend>` can be served by `axum::serve`).
 
 mod body;
 mod error;
 mod headers;
+mod pool;
 
 pub use error::{HttpBackendError, HttpErrorKind};
+pub use headers::ForwardedHeaders;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,17 +22,18 @@ use std::time::Duration;
 
 use axum::body::Body as AxumBody;
 use bytes::Bytes;
+use http::header::HOST;
+use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::{HeaderValue, Request, Response, Uri, Version};
 use http_body::Body;
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::client::conn::TrySendError;
 use tower_service::Service;
 
-use self::body::{ClientBody, TakeBody};
+use self::body::{ClientBody, PooledBody, TakeBody};
 use self::error::Returned;
+use self::pool::{Pool, PoolConfig, Returner, Sender};
 use crate::{BoxError, ReplayBudget};
 
 /// Forwards requests to one remote HTTP server, like a reverse proxy's upstream.
@@ -76,15 +79,18 @@ pub struct HttpBackend {
 }
 
 struct Inner {
-    client: Client<HttpConnector, ClientBody>,
+    pool: Arc<Pool>,
     name: Arc<str>,
     scheme: Scheme,
     authority: Authority,
+    /// The `Host` of HTTP/1.1 requests: the base URL's authority.
+    host: HeaderValue,
     /// The base URL's path without its trailing slash ("" for none).
     prefix: String,
     request_timeout: Option<Duration>,
     http2: bool,
     preserve_host: bool,
+    forwarded: ForwardedHeaders,
 }
 
 impl std::fmt::Debug for HttpBackend {
@@ -124,6 +130,7 @@ pub struct HttpBackendBuilder {
     pool_idle_timeout: Option<Duration>,
     pool_max_idle_per_host: usize,
     preserve_host: bool,
+    forwarded: ForwardedHeaders,
 }
 
 impl HttpBackend {
@@ -144,6 +151,7 @@ impl HttpBackend {
             pool_idle_timeout: Some(Duration::from_secs(90)),
             pool_max_idle_per_host: usize::MAX,
             preserve_host: false,
+            forwarded: ForwardedHeaders::ALL,
         }
     }
 
@@ -197,6 +205,23 @@ impl HttpBackendBuilder {
         self
     }
 
+    /// Which forwarding headers to add (default [`ForwardedHeaders::ALL`]).
+    ///
+    /// ```
+    /// use tower_sticky::http_backend::{ForwardedHeaders, HttpBackend};
+    ///
+    /// // Like HAProxy's `option forwardfor`: only X-Forwarded-For.
+    /// let backend = HttpBackend::builder("http://127.0.0.1:9001")
+    ///     .forwarded_headers(ForwardedHeaders::X_FORWARDED_FOR)
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = backend;
+    /// ```
+    pub fn forwarded_headers(mut self, which: ForwardedHeaders) -> Self {
+        self.forwarded = which;
+        self
+    }
+
     /// Builds the backend (no connection is made until the first request).
     pub fn build(self) -> Result<HttpBackend, InvalidBaseUrl> {
         let invalid = |why| InvalidBaseUrl {
@@ -213,30 +238,36 @@ impl HttpBackendBuilder {
             return Err(invalid("a base URL cannot have a query"));
         }
         let prefix = uri.path().trim_end_matches('/').to_owned();
-
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(self.connect_timeout);
-        connector.set_nodelay(true);
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(self.pool_idle_timeout)
-            .pool_max_idle_per_host(self.pool_max_idle_per_host)
-            .http2_only(self.http2);
-        let client = builder.build(connector);
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| invalid("bad host"))?;
+        // `[::1]` in a URL is `::1` to the resolver.
+        let connect_host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let pool = Pool::new(PoolConfig {
+            host: connect_host,
+            port: authority.port_u16().unwrap_or(80),
+            connect_timeout: self.connect_timeout,
+            idle_timeout: self.pool_idle_timeout,
+            max_idle: self.pool_max_idle_per_host,
+            http2: self.http2,
+        });
         Ok(HttpBackend {
             inner: Arc::new(Inner {
-                client,
+                pool: Arc::new(pool),
                 name: self
                     .name
                     .unwrap_or_else(|| authority.as_str().to_owned())
                     .into(),
                 scheme,
                 authority,
+                host,
                 prefix,
                 request_timeout: self.request_timeout,
                 http2: self.http2,
                 preserve_host: self.preserve_host,
+                forwarded: self.forwarded,
             }),
         })
     }
@@ -262,11 +293,30 @@ where
     }
 }
 
-/// How the request can be given back if it fails.
+/// How the original request can be given back if it fails.
 enum Kept<B> {
+    /// The body was empty: the original body is kept aside untouched (no slot, no lock).
+    Empty(B),
+    /// The body waits in a slot until the connection first reads it.
     Slot(body::Slot<B>),
-    Buffered(Bytes),
+    /// A replayable request: its head as it came, and its buffered body.
+    Buffered(Box<Parts>, Bytes),
 }
+
+/// What `prepare` changed that a request given back unsent must have restored.
+struct Undo {
+    /// The client's URI, when the target differs from it.
+    uri: Option<Uri>,
+    /// The client's `Host`, when the backend's was sent instead.
+    host: Option<HeaderValue>,
+}
+
+/// Marks a request given back unsent after its forwarding headers were added, so the next backend
+/// does not add them twice.
+#[derive(Debug, Clone, Copy)]
+struct AlreadyForwarded;
+
+type Sent = Result<Response<hyper::body::Incoming>, TrySendError<Request<ClientBody>>>;
 
 impl Inner {
     fn error(
@@ -278,7 +328,13 @@ impl Inner {
         HttpBackendError::new(Arc::clone(&self.name), kind, source, returned)
     }
 
-    fn target(&self, uri: &Uri) -> Option<Uri> {
+    /// The request target for the backend: `None` if it cannot be built, `Some(None)` when the
+    /// client's URI can be sent as it is.
+    fn target(&self, uri: &Uri) -> Option<Option<Uri>> {
+        let origin_form = uri.scheme().is_none() && uri.authority().is_none();
+        if !self.http2 && self.prefix.is_empty() && origin_form {
+            return Some(None);
+        }
         let path = uri.path_and_query().map_or("/", PathAndQuery::as_str);
         let path_and_query = if self.prefix.is_empty() {
             uri.path_and_query()
@@ -288,10 +344,93 @@ impl Inner {
             PathAndQuery::try_from(format!("{}{}", self.prefix, path)).ok()?
         };
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
+        if self.http2 {
+            // HTTP/2 carries scheme and authority as pseudo-headers; HTTP/1.1 sends the origin
+            // form and the authority in `Host`.
+            parts.scheme = Some(self.scheme.clone());
+            parts.authority = Some(self.authority.clone());
+        }
         parts.path_and_query = Some(path_and_query);
-        Uri::from_parts(parts).ok()
+        Uri::from_parts(parts).ok().map(Some)
+    }
+
+    /// Turns the client's request head into the backend's, in place.
+    fn prepare(&self, parts: &mut Parts) -> Option<Undo> {
+        let target = self.target(&parts.uri)?;
+        headers::remove_hop_by_hop(&mut parts.headers);
+        let client_host = if self.preserve_host {
+            if !self.http2 && !parts.headers.contains_key(HOST) {
+                // An HTTP/2 client names the host in the URI; HTTP/1.1 needs it in `Host`.
+                let host = parts
+                    .uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                    .unwrap_or_else(|| self.host.clone());
+                parts.headers.insert(HOST, host);
+            }
+            None
+        } else if self.http2 {
+            // HTTP/2 sends the target's authority as `:authority`.
+            parts.headers.remove(HOST)
+        } else {
+            parts.headers.insert(HOST, self.host.clone())
+        };
+        if parts.extensions.get::<AlreadyForwarded>().is_none() {
+            let host_seen = match &client_host {
+                Some(host) => Some(host.clone()),
+                None if self.preserve_host => parts.headers.get(HOST).cloned(),
+                None => None,
+            };
+            headers::add_forwarding(
+                self.forwarded,
+                &mut parts.headers,
+                &parts.extensions,
+                &parts.uri,
+                host_seen,
+            );
+        }
+        let uri = target.map(|target| std::mem::replace(&mut parts.uri, target));
+        parts.version = if self.http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        Some(Undo {
+            uri,
+            host: client_host,
+        })
+    }
+
+    /// Gives back a request the backend never saw: the client's URI and `Host` restored, the
+    /// forwarding headers kept and marked as added.
+    fn restore(&self, parts: &mut Parts, undo: Undo) {
+        if let Some(uri) = undo.uri {
+            parts.uri = uri;
+        }
+        if !self.preserve_host {
+            match undo.host {
+                Some(host) => parts.headers.insert(HOST, host),
+                None => parts.headers.remove(HOST),
+            };
+        }
+        parts.extensions.insert(AlreadyForwarded);
+    }
+
+    async fn send(
+        sender: &mut Sender,
+        req: Request<ClientBody>,
+        limit: Option<Duration>,
+    ) -> Option<Sent> {
+        let sent = async {
+            match sender {
+                Sender::Http1(s) => s.try_send_request(req).await,
+                Sender::Http2(s) => s.try_send_request(req).await,
+            }
+        };
+        match limit {
+            Some(limit) => tokio::time::timeout(limit, sent).await.ok(),
+            None => Some(sent.await),
+        }
     }
 
     async fn forward<B>(
@@ -302,87 +441,230 @@ impl Inner {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let (parts, body) = req.into_parts();
-        let Some(uri) = self.target(&parts.uri) else {
-            return Err(self.error(HttpErrorKind::InvalidTarget, None, None));
+        // Connect first: a request that cannot get a connection goes back to `Sticky` untouched.
+        let mut sender = match self.pool.checkout().await {
+            Ok(sender) => sender,
+            Err(error) => {
+                tracing::debug!(backend = %self.name, %error, "connect failed; request not sent");
+                let returned = Returned::Original(Mutex::new(Box::new(req)));
+                return Err(self.error(HttpErrorKind::NotSent, Some(error.into()), Some(returned)));
+            }
         };
-        let mut headers = parts.headers.clone();
-        headers::remove_hop_by_hop(&mut headers);
-        headers::add_forwarding(&mut headers, &parts);
-        if !self.preserve_host {
-            // The client sets Host (HTTP/1.1) or :authority (h2) from the target URI.
-            headers.remove(http::header::HOST);
-        }
 
+        let (mut parts, body) = req.into_parts();
         let budget = parts.extensions.get::<ReplayBudget>().copied();
         let (outgoing, kept) = match budget {
             Some(ReplayBudget { max_body_bytes })
                 if body::fits(&body.size_hint(), max_body_bytes) =>
             {
                 match body::buffer(body, max_body_bytes).await {
-                    Ok(bytes) => (body::full(bytes.clone()), Kept::Buffered(bytes)),
+                    Ok(bytes) => (
+                        body::full(bytes.clone()),
+                        Kept::Buffered(Box::new(parts.clone()), bytes),
+                    ),
                     // The client's body failed or lied about its length: nothing to replay and
                     // nothing the backend did wrong; answer as a failed send.
-                    Err(error) => return Err(self.error(HttpErrorKind::Sent, Some(error), None)),
+                    Err(error) => {
+                        self.release(sender);
+                        return Err(self.error(HttpErrorKind::Sent, Some(error), None));
+                    }
                 }
             }
+            _ if body.is_end_stream() => (body::empty(), Kept::Empty(body)),
             _ => {
                 let slot: body::Slot<B> = Arc::new(Mutex::new(Some(body)));
                 let outgoing = TakeBody::new(Arc::clone(&slot)).boxed_unsync();
                 (outgoing, Kept::Slot(slot))
             }
         };
-
-        let mut out = Request::new(outgoing);
-        *out.method_mut() = parts.method.clone();
-        *out.uri_mut() = uri;
-        *out.version_mut() = if self.http2 {
-            Version::HTTP_2
-        } else {
-            Version::HTTP_11
+        let Some(undo) = self.prepare(&mut parts) else {
+            self.release(sender);
+            return Err(self.error(HttpErrorKind::InvalidTarget, None, None));
         };
-        *out.headers_mut() = headers;
 
-        let sent = self.client.request(out);
-        let result = match self.request_timeout {
-            Some(limit) => match tokio::time::timeout(limit, sent).await {
-                Ok(result) => result,
-                Err(_) => {
-                    let returned = replayable(parts, kept);
-                    return Err(self.error(HttpErrorKind::Timeout(limit), None, returned));
-                }
-            },
-            None => sent.await,
-        };
-        match result {
-            Ok(res) => {
-                let (mut head, incoming) = res.into_parts();
-                headers::remove_hop_by_hop(&mut head.headers);
-                Ok(Response::from_parts(head, AxumBody::new(incoming)))
-            }
-            Err(error) if error.is_connect() => {
-                let returned = match kept {
-                    Kept::Slot(slot) => body::lock(&slot).take().map(|b| {
-                        Returned::Original(Mutex::new(Box::new(Request::from_parts(parts, b))))
-                    }),
-                    Kept::Buffered(bytes) => Some(Returned::Buffered(Box::new(parts), bytes)),
-                };
-                tracing::debug!(backend = %self.name, %error, "connect failed; request not sent");
-                Err(self.error(HttpErrorKind::NotSent, Some(error.into()), returned))
-            }
-            Err(error) => {
+        let mut out = Request::from_parts(parts, outgoing);
+        let mut fresh = false;
+        loop {
+            let Some(sent) = Self::send(&mut sender, out, self.request_timeout).await else {
+                let limit = self.request_timeout.unwrap_or_default();
+                return Err(self.error(HttpErrorKind::Timeout(limit), None, replayable(kept)));
+            };
+            let mut error = match sent {
+                Ok(res) => return Ok(self.respond(res, sender)),
+                Err(error) => error,
+            };
+            let Some(unsent) = error.take_message() else {
+                let error = error.into_error();
                 tracing::debug!(backend = %self.name, %error, "request failed after it was sent");
-                let returned = replayable(parts, kept);
-                Err(self.error(HttpErrorKind::Sent, Some(error.into()), returned))
+                return Err(self.error(HttpErrorKind::Sent, Some(error.into()), replayable(kept)));
+            };
+            if fresh {
+                // A brand-new connection refused it too: give up on this backend.
+                let error = error.into_error();
+                return Err(self.error(HttpErrorKind::Sent, Some(error.into()), replayable(kept)));
             }
+            // A pooled connection closed just as it was taken: try once on a new one.
+            sender = match self.pool.reconnect().await {
+                Ok(sender) => sender,
+                Err(connect) => {
+                    tracing::debug!(backend = %self.name, error = %connect, "reconnect failed; request not sent");
+                    let (mut parts, _) = unsent.into_parts();
+                    self.restore(&mut parts, undo);
+                    let returned = given_back(parts, kept);
+                    return Err(self.error(HttpErrorKind::NotSent, Some(connect.into()), returned));
+                }
+            };
+            fresh = true;
+            out = unsent;
+        }
+    }
+
+    fn respond(&self, res: Response<hyper::body::Incoming>, sender: Sender) -> Response<AxumBody> {
+        let (mut head, incoming) = res.into_parts();
+        headers::remove_hop_by_hop(&mut head.headers);
+        let body = match sender {
+            Sender::Http1(sender) => AxumBody::new(PooledBody::new(
+                incoming,
+                Returner::new(Arc::clone(&self.pool), sender),
+            )),
+            Sender::Http2(_) => AxumBody::new(incoming),
+        };
+        Response::from_parts(head, body)
+    }
+
+    /// Puts back a connection that was taken but not used.
+    fn release(&self, sender: Sender) {
+        if let Sender::Http1(sender) = sender {
+            self.pool.put(sender);
         }
     }
 }
 
-/// A sent request can only be given back when its body was buffered.
-fn replayable<B>(parts: http::request::Parts, kept: Kept<B>) -> Option<Returned> {
+/// The original request rebuilt from its restored head and its kept body, if the body is still
+/// there to give.
+fn given_back<B: Send + 'static>(parts: Parts, kept: Kept<B>) -> Option<Returned> {
     match kept {
-        Kept::Buffered(bytes) => Some(Returned::Buffered(Box::new(parts), bytes)),
-        Kept::Slot(_) => None,
+        Kept::Empty(body) => Some(Returned::Original(Mutex::new(Box::new(
+            Request::from_parts(parts, body),
+        )))),
+        Kept::Slot(slot) => body::lock(&slot)
+            .take()
+            .map(|body| Returned::Original(Mutex::new(Box::new(Request::from_parts(parts, body))))),
+        Kept::Buffered(original, bytes) => Some(Returned::Buffered(original, bytes)),
+    }
+}
+
+/// A sent request can only be given back when its body was buffered.
+fn replayable<B>(kept: Kept<B>) -> Option<Returned> {
+    match kept {
+        Kept::Buffered(parts, bytes) => Some(Returned::Buffered(parts, bytes)),
+        Kept::Empty(_) | Kept::Slot(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::affinity::ClientAddr;
+
+    fn client_request() -> Parts {
+        let mut req = Request::builder()
+            .uri("/cart?x=1")
+            .header(HOST, "shop.example")
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("connection", "x-hop")
+            .header("x-hop", "1")
+            .body(())
+            .unwrap();
+        req.extensions_mut()
+            .insert(ClientAddr("192.0.2.7:5000".parse().unwrap()));
+        req.into_parts().0
+    }
+
+    fn backend(
+        base: &str,
+        configure: impl Fn(HttpBackendBuilder) -> HttpBackendBuilder,
+    ) -> Arc<Inner> {
+        Arc::clone(&configure(HttpBackend::builder(base)).build().unwrap().inner)
+    }
+
+    #[test]
+    fn prepare_sends_the_origin_form_with_the_backends_host_and_forwarding_headers() {
+        let inner = backend("http://10.0.0.1:8080/api", |b| b);
+        let mut parts = client_request();
+        inner.prepare(&mut parts).unwrap();
+        assert_eq!(parts.uri, "/api/cart?x=1");
+        assert_eq!(parts.headers[HOST], "10.0.0.1:8080");
+        assert_eq!(parts.headers["x-forwarded-for"], "203.0.113.9, 192.0.2.7");
+        assert_eq!(parts.headers["x-forwarded-host"], "shop.example");
+        assert!(parts.headers.get("x-hop").is_none());
+        assert_eq!(parts.version, Version::HTTP_11);
+
+        let h2 = backend("http://10.0.0.1:8080", |b| b.http2_prior_knowledge(true));
+        let mut parts = client_request();
+        h2.prepare(&mut parts).unwrap();
+        assert_eq!(parts.uri, "http://10.0.0.1:8080/cart?x=1");
+        assert!(parts.headers.get(HOST).is_none(), ":authority carries it");
+    }
+
+    #[test]
+    fn a_request_given_back_unsent_is_restored_and_not_forwarded_twice() {
+        let first = backend("http://10.0.0.1:8080/api", |b| b);
+        let second = backend("http://10.0.0.2:8080", |b| b);
+        let mut parts = client_request();
+        let undo = first.prepare(&mut parts).unwrap();
+        first.restore(&mut parts, undo);
+        assert_eq!(parts.uri, "/cart?x=1", "the client's target again");
+        assert_eq!(
+            parts.headers[HOST], "shop.example",
+            "the client's Host again"
+        );
+
+        second.prepare(&mut parts).unwrap();
+        assert_eq!(parts.uri, "/cart?x=1");
+        assert_eq!(parts.headers[HOST], "10.0.0.2:8080");
+        assert_eq!(
+            parts.headers["x-forwarded-for"], "203.0.113.9, 192.0.2.7",
+            "the client's address is added once"
+        );
+        assert_eq!(parts.headers.get_all("forwarded").iter().count(), 1);
+        assert_eq!(parts.headers["x-forwarded-host"], "shop.example");
+    }
+
+    #[test]
+    fn preserve_host_keeps_the_clients_host_and_fills_it_in_for_http2_clients() {
+        let inner = backend("http://10.0.0.1:8080", |b| b.preserve_host(true));
+        let mut parts = client_request();
+        inner.prepare(&mut parts).unwrap();
+        assert_eq!(parts.headers[HOST], "shop.example");
+
+        let mut parts = client_request();
+        parts.headers.remove(HOST);
+        parts.uri = "http://shop.example/cart".parse().unwrap();
+        inner.prepare(&mut parts).unwrap();
+        assert_eq!(parts.headers[HOST], "shop.example");
+        assert_eq!(parts.uri, "/cart");
+    }
+
+    #[test]
+    fn only_the_chosen_forwarding_headers_are_added() {
+        let inner = backend("http://10.0.0.1:8080", |b| {
+            b.forwarded_headers(ForwardedHeaders::X_FORWARDED_FOR)
+        });
+        let mut parts = client_request();
+        inner.prepare(&mut parts).unwrap();
+        assert_eq!(parts.headers["x-forwarded-for"], "203.0.113.9, 192.0.2.7");
+        for absent in ["x-forwarded-proto", "x-forwarded-host", "forwarded"] {
+            assert!(parts.headers.get(absent).is_none(), "{absent}");
+        }
+        let none = backend("http://10.0.0.1:8080", |b| {
+            b.forwarded_headers(ForwardedHeaders::NONE)
+        });
+        let mut parts = client_request();
+        none.prepare(&mut parts).unwrap();
+        assert_eq!(
+            parts.headers["x-forwarded-for"], "203.0.113.9",
+            "left as it came"
+        );
     }
 }
