@@ -12,7 +12,8 @@ usage: gateway --listen ADDR --backend ID=URL [--backend ID=URL]...
                [--cookie-name NAME] [--cookie-key-file PATH] [--trusted-proxy CIDR]...
                [--health-path /healthz] [--health-interval 1s] [--threads N] [--metrics-listen ADDR]
                [--failures-to-eject N] [--retry-idempotent BYTES]
-               [--forwarded-headers all|x-forwarded|x-forwarded-for|none]";
+               [--forwarded-headers all|x-forwarded|x-forwarded-for|none]
+               [--request-timeout 30s|none]";
 
 /// Which affinity the gateway applies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +65,7 @@ pub(crate) struct Args {
     pub(crate) failures_to_eject: u32,
     pub(crate) retry_idempotent: Option<usize>,
     pub(crate) forwarded_headers: ForwardedHeaders,
+    pub(crate) request_timeout: Option<Duration>,
 }
 
 /// Parses `1s`, `500ms`, `2m`, or plain seconds.
@@ -100,6 +102,7 @@ pub(crate) fn parse(raw: impl IntoIterator<Item = String>) -> Result<Args, Strin
     let mut failures_to_eject = 3;
     let mut retry_idempotent = None;
     let mut forwarded_headers = ForwardedHeaders::ALL;
+    let mut request_timeout = Some(Duration::from_secs(30));
 
     let mut raw = raw.into_iter();
     while let Some(flag) = raw.next() {
@@ -167,6 +170,11 @@ pub(crate) fn parse(raw: impl IntoIterator<Item = String>) -> Result<Args, Strin
                     }
                 }
             }
+            "--request-timeout" if value == "none" => request_timeout = None,
+            "--request-timeout" => {
+                request_timeout =
+                    Some(parse_duration(&value).map_err(|e| format!("--request-timeout {e}"))?)
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -188,5 +196,6 @@ pub(crate) fn parse(raw: impl IntoIterator<Item = String>) -> Result<Args, Strin
         failures_to_eject,
         retry_idempotent,
         forwarded_headers,
+        request_timeout,
     })
 }

@@ -15,6 +15,7 @@
 mod args;
 mod key_file;
 mod prometheus;
+mod server;
 
 /// A proxy allocates and frees many small buffers per request; mimalloc's thread-local free
 /// lists do that faster than glibc's malloc (measured with scripts/bench-e2e.sh).
@@ -31,7 +32,6 @@ use tower_sticky::affinity::cookie::{CookieAffinity, CookieKeys, Key};
 use tower_sticky::affinity::{IpHash, KeyHash, RoundRobin};
 use tower_sticky::health::{ActiveHealth, PassiveHealth};
 use tower_sticky::http_backend::HttpBackend;
-use tower_sticky::serve::with_client_addr;
 use tower_sticky::{Backends, StickyLayer};
 
 fn main() {
@@ -125,7 +125,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error + Send + Sync>> {
         let backend = HttpBackend::builder(url)
             .name(id.clone())
             .connect_timeout(Duration::from_millis(500))
-            .request_timeout(Duration::from_secs(30))
+            .request_timeout(args.request_timeout)
             .forwarded_headers(args.forwarded_headers)
             .build()
             .map_err(|e| format!("--backend {id}={url}: {e}"))?;
@@ -169,9 +169,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error + Send + Sync>> {
         args.backends.len(),
         args.threads
     );
-    axum::serve(listener, with_client_addr(sticky))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    server::serve(listener, sticky, shutdown_signal()).await;
     eprintln!("gateway: stopped");
     Ok(())
 }
