@@ -99,6 +99,8 @@ impl ClientIpResolver {
     }
 
     /// The connection's peer address, from [`ClientAddr`] or axum's `ConnectInfo`.
+    // Inlined: on every request's path, with callers in other codegen units and crates.
+    #[inline]
     pub fn peer(parts: &http::request::Parts) -> Option<IpAddr> {
         if let Some(ClientAddr(addr)) = parts.extensions.get::<ClientAddr>() {
             return Some(addr.ip().to_canonical());
@@ -118,6 +120,7 @@ impl ClientIpResolver {
     }
 
     /// The client address of this request, or `None` when the peer address is unknown.
+    #[inline]
     pub fn resolve(&self, parts: &http::request::Parts) -> Option<IpAddr> {
         let peer = Self::peer(parts)?;
         if self.trusted.is_empty() || !self.is_trusted(peer) {
