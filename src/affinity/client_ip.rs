@@ -99,6 +99,8 @@ impl ClientIpResolver {
     }
 
     /// The connection's peer address, from [`ClientAddr`] or axum's `ConnectInfo`.
+    // Inlined: on every request's path, with callers in other codegen units and crates.
+    #[inline]
     pub fn peer(parts: &http::request::Parts) -> Option<IpAddr> {
         Self::peer_of(&parts.extensions)
     }
@@ -120,6 +122,7 @@ impl ClientIpResolver {
     }
 
     /// The client address of this request, or `None` when the peer address is unknown.
+    #[inline]
     pub fn resolve(&self, parts: &http::request::Parts) -> Option<IpAddr> {
         let peer = Self::peer(parts)?;
         if self.trusted.is_empty() || !self.is_trusted(peer) {

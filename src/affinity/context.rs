@@ -19,6 +19,8 @@ pub struct RouteContext<'a> {
 
 impl<'a> RouteContext<'a> {
     /// A context over `set`, with `excluded` positions treated as unusable.
+    // Inlined: on every request's path, with callers in other codegen units and crates.
+    #[inline]
     pub fn new(set: &'a MemberSet, excluded: &'a [usize]) -> Self {
         Self {
             set,
@@ -65,6 +67,7 @@ impl<'a> RouteContext<'a> {
     }
 
     /// May this member serve this request?
+    #[inline]
     pub fn is_usable(&self, position: usize) -> bool {
         self.set
             .get(position)
@@ -84,6 +87,7 @@ impl<'a> RouteContext<'a> {
     /// The ring of this kind over the current members. Built when membership changed, for the
     /// kinds the strategies named in [`Affinity::rings`](super::Affinity::rings); a kind nobody
     /// named is built here on first use (slow, but correct).
+    #[inline]
     pub fn ring(&self, kind: RingKind) -> RingRef<'a> {
         match self.set.ring(kind) {
             Some(ring) => RingRef::Borrowed(&**ring),

@@ -172,6 +172,8 @@ fn prefix_mask128(bits: u8) -> u128 {
 
 /// Walks `ring` for `key`: the primary when usable (sticky), else the first usable substitute
 /// (failover). Shared by every ring-based strategy.
+// Inlined: on every request's path, with callers in other codegen units and crates.
+#[inline]
 pub(crate) fn select_on_ring(ctx: &RouteContext<'_>, kind: RingKind, key: &[u8]) -> Selection {
     let ring = ctx.ring(kind);
     let mut primary = None;
@@ -191,6 +193,7 @@ pub(crate) fn select_on_ring(ctx: &RouteContext<'_>, kind: RingKind, key: &[u8])
 
 /// [`select_on_ring`] with a load bound: the key's first usable member unless it is full, then
 /// the next candidates in ring order (reported as failover).
+#[inline]
 pub(crate) fn select_on_ring_bounded(
     ctx: &RouteContext<'_>,
     kind: RingKind,

@@ -113,6 +113,8 @@ impl MemberSet {
     }
 
     /// The member at `position`.
+    // Inlined: on every request's path, with callers in other codegen units and crates.
+    #[inline]
     pub fn get(&self, position: usize) -> Option<&MemberInfo> {
         self.members.get(position)
     }
@@ -123,6 +125,7 @@ impl MemberSet {
     }
 
     /// The ring of this kind, if the snapshot was built with it.
+    #[inline]
     pub fn ring(&self, kind: RingKind) -> Option<&Arc<dyn Ring>> {
         self.rings.iter().find(|(k, _)| *k == kind).map(|(_, r)| r)
     }

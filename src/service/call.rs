@@ -9,6 +9,8 @@ use tower::ServiceExt;
 use tower::util::Oneshot;
 use tower_service::Service;
 
+use crate::affinity::Unavailable;
+
 pin_project! {
     /// The call of one request on one backend.
     ///
@@ -32,10 +34,15 @@ pin_project! {
         Refused {
             error: Option<S::Error>,
         },
+        // No backend could be chosen: `ResponseFuture` answers 503 without polling this.
+        Unavailable {
+            why: Unavailable,
+        },
     }
 }
 
 impl<S: Service<Req>, Req> Call<S, Req> {
+    #[inline]
     pub(crate) fn start(mut service: S, req: Req) -> Self {
         // A no-op waker: if the service is not ready, `oneshot` asks again with the real one.
         let mut cx = Context::from_waker(Waker::noop());
@@ -47,6 +54,14 @@ impl<S: Service<Req>, Req> Call<S, Req> {
             Poll::Pending => Call::Waiting {
                 future: Box::pin(service.oneshot(req)),
             },
+        }
+    }
+
+    /// Why no backend was chosen, when none was.
+    pub(crate) fn unavailable(&self) -> Option<Unavailable> {
+        match self {
+            Call::Unavailable { why } => Some(*why),
+            _ => None,
         }
     }
 }
@@ -63,6 +78,8 @@ impl<S: Service<Req>, Req> Future for Call<S, Req> {
                 // Polled again after completion; `ResponseFuture` never does this.
                 None => Poll::Pending,
             },
+            // `ResponseFuture` answers before polling this.
+            CallProj::Unavailable { .. } => Poll::Pending,
         }
     }
 }

@@ -101,8 +101,26 @@ pub struct Routed {
 /// # }
 /// ```
 pub struct Sticky<S> {
-    backends: Backends<S>,
-    policy: Arc<Policy>,
+    // One `Arc` for both, so that cloning a `Sticky` (axum's server does it per request) and
+    // keeping what a retry needs in the response future cost one reference count, not two.
+    routing: Arc<Routing<S>>,
+}
+
+/// The backends and the policy a `Sticky` routes with.
+pub(crate) struct Routing<S> {
+    pub(crate) backends: Backends<S>,
+    pub(crate) policy: Arc<Policy>,
+}
+
+impl<S: Clone> Routing<S> {
+    /// [`Policy::pick`] over these backends.
+    pub(crate) fn pick(
+        &self,
+        parts: &mut http::request::Parts,
+        excluded: &[BackendId],
+    ) -> Result<Attempt<S>, Unavailable> {
+        self.policy.pick(&self.backends, parts, excluded)
+    }
 }
 
 /// The strategy chain and failure handling shared by all clones of a `Sticky` (and every
@@ -169,11 +187,16 @@ impl Policy {
         if snapshot.set.is_empty() {
             return Err(Unavailable::NoBackends);
         }
-        // Positions of failed backends in this snapshot; empty (no allocation) on first tries.
-        let excluded: Vec<usize> = excluded
-            .iter()
-            .filter_map(|id| snapshot.set.position(id.as_str()))
-            .collect();
+        // Positions of failed backends in this snapshot. First tries (nearly every request) skip
+        // even the empty collect: it is not free on this path.
+        let excluded: Vec<usize> = if excluded.is_empty() {
+            Vec::new()
+        } else {
+            excluded
+                .iter()
+                .filter_map(|id| snapshot.set.position(id.as_str()))
+                .collect()
+        };
         let mut ctx = RouteContext::new(&snapshot.set, &excluded);
         if let Some(threshold) = self.panic_threshold {
             if below_threshold(&snapshot.set, threshold) {
@@ -245,8 +268,7 @@ fn below_threshold(set: &MemberSet, threshold: f64) -> bool {
 impl<S> Clone for Sticky<S> {
     fn clone(&self) -> Self {
         Self {
-            backends: self.backends.clone(),
-            policy: Arc::clone(&self.policy),
+            routing: Arc::clone(&self.routing),
         }
     }
 }
@@ -254,8 +276,8 @@ impl<S> Clone for Sticky<S> {
 impl<S> fmt::Debug for Sticky<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sticky")
-            .field("backends", &self.backends)
-            .field("strategies", &self.policy.chain)
+            .field("backends", &self.routing.backends)
+            .field("strategies", &self.routing.policy.chain)
             .finish()
     }
 }
@@ -263,12 +285,14 @@ impl<S> fmt::Debug for Sticky<S> {
 impl<S: Clone> Sticky<S> {
     pub(crate) fn new(backends: Backends<S>, policy: Arc<Policy>) -> Self {
         backends.require_rings(&policy.chain.rings());
-        Self { backends, policy }
+        Self {
+            routing: Arc::new(Routing { backends, policy }),
+        }
     }
 
     /// The backend set this service routes over (a handle to the same set).
     pub fn backends(&self) -> &Backends<S> {
-        &self.backends
+        &self.routing.backends
     }
 }
 
@@ -276,7 +300,7 @@ impl<S> Sticky<S> {
     /// Counters of every backend now (see [`StickyStats`]); the same as
     /// [`Backends::stats`].
     pub fn stats(&self) -> StickyStats {
-        self.backends.stats()
+        self.routing.backends.stats()
     }
 }
 
@@ -291,25 +315,24 @@ where
     type Future = ResponseFuture<S, Request<ReqBody>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.backends.shared().poll_discover(cx);
+        self.routing.backends.shared().poll_discover(cx);
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let (mut parts, body) = req.into_parts();
-        if let Some(replay) = &self.policy.replay {
+        if let Some(replay) = &self.routing.policy.replay {
             if replay.methods.contains(&parts.method) {
                 parts.extensions.insert(replay.budget);
             }
         }
-        match self.policy.pick(&self.backends, &mut parts, &[]) {
+        match self.routing.pick(&mut parts, &[]) {
             Ok(attempt) => ResponseFuture::routed(
                 attempt,
                 Request::from_parts(parts, body),
-                self.backends.clone(),
-                Arc::clone(&self.policy),
+                Arc::clone(&self.routing),
             ),
-            Err(why) => ResponseFuture::unavailable(why),
+            Err(why) => ResponseFuture::unavailable(why, Arc::clone(&self.routing)),
         }
     }
 }
