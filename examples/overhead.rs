@@ -14,8 +14,13 @@ use tower_sticky::affinity::IpHash;
 use tower_sticky::serve::with_client_addr;
 use tower_sticky::{Backends, StickyLayer};
 
+/// `with_state(())` turns the handlers into ready routes once, as `into_make_service` does for the
+/// bare router; a `Router<()>` called as a plain service without it rebuilds the handler's route
+/// on every request.
 fn router(name: &'static str) -> Router {
-    Router::new().route("/", get(move || async move { name }))
+    Router::new()
+        .route("/", get(move || async move { name }))
+        .with_state(())
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
