@@ -216,7 +216,7 @@ no_setup() { :; }
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 
 echo "measuring (${DURATION}s x ${ROUNDS} rounds each, ${THREADS} thread(s), ${CONNECTIONS} connections)" >&2
-want cookie && run_pair "cookie-pinned vs cookie SRV insert" haproxy setup_haproxy_cookie "--strategy cookie-pinned --cookie-name srv" "" srv "SRV=b"
+want cookie && run_pair "cookie-pinned vs cookie SRV insert" haproxy setup_haproxy_cookie "--strategy cookie-pinned --cookie-name srv --cookie-indirect" "" srv "SRV=b"
 want ip && run_pair "ip-ring vs balance source + consistent" haproxy setup_haproxy_source "--strategy ip-ring" "" "" ""
 want ip && run_pair "ip-ring vs ip_hash" nginx setup_nginx_iphash "--strategy ip-ring" "" "" ""
 want header && run_pair "header:X-User vs balance hdr(X-User) + consistent" haproxy setup_haproxy_header "--strategy header:X-User" "$WORK/users.lua" "" ""

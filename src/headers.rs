@@ -1,7 +1,7 @@
 //! Small readers of request headers shared by strategies.
 
-use http::HeaderMap;
 use http::header::COOKIE;
+use http::{HeaderMap, HeaderValue};
 
 /// Values of the cookies named `name` in the request's `Cookie` headers, in order.
 ///
@@ -22,9 +22,102 @@ pub(crate) fn cookie_values<'h, 'n>(
         })
 }
 
+/// Removes every cookie named `name` from the request's `Cookie` headers, keeping the others in
+/// order; a line left empty goes. Lines that are not valid UTF-8 are left as they are.
+pub(crate) fn remove_cookie(headers: &mut HeaderMap, name: &str) {
+    if cookie_values(headers, name).next().is_none() {
+        return;
+    }
+    let lines: Vec<HeaderValue> = headers.get_all(COOKIE).iter().cloned().collect();
+    headers.remove(COOKIE);
+    for line in lines {
+        let Ok(text) = line.to_str() else {
+            headers.append(COOKIE, line);
+            continue;
+        };
+        let kept: Vec<&str> = text
+            .split(';')
+            .map(str::trim)
+            .filter(|pair| {
+                !pair.is_empty()
+                    && pair
+                        .split_once('=')
+                        .is_none_or(|(key, _)| key.trim() != name)
+            })
+            .collect();
+        if kept.is_empty() {
+            continue;
+        }
+        // The kept pairs were valid header text and "; " is too.
+        if let Ok(value) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.append(COOKIE, value);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn removes_one_cookie_and_keeps_the_rest_in_order() {
+        let mut headers = HeaderMap::new();
+        headers.append(COOKIE, "a=1; srv=x; b=2".parse().unwrap());
+        headers.append(COOKIE, "srv=y".parse().unwrap());
+        headers.append(COOKIE, HeaderValue::from_bytes(b"c=\xff").unwrap());
+        remove_cookie(&mut headers, "srv");
+        let lines: Vec<&[u8]> = headers
+            .get_all(COOKIE)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        assert_eq!(lines, [&b"a=1; b=2"[..], &b"c=\xff"[..]]);
+
+        let mut only = HeaderMap::new();
+        only.insert(COOKIE, "srv=x".parse().unwrap());
+        remove_cookie(&mut only, "srv");
+        assert!(only.get(COOKIE).is_none(), "an emptied line goes");
+
+        let mut untouched = HeaderMap::new();
+        untouched.insert(COOKIE, "srvx=1;  a=2".parse().unwrap());
+        remove_cookie(&mut untouched, "srv");
+        assert_eq!(untouched[COOKIE], "srvx=1;  a=2", "no match: not rewritten");
+    }
+
+    proptest! {
+        #[test]
+        fn removing_is_total_and_leaves_no_cookie_of_that_name(
+            lines in proptest::collection::vec("[ -~]{0,40}", 0..4),
+            name in "[a-z]{1,4}",
+        ) {
+            let mut headers = HeaderMap::new();
+            for line in &lines {
+                if let Ok(value) = HeaderValue::from_str(line) {
+                    headers.append(COOKIE, value);
+                }
+            }
+            let others_before: Vec<String> = headers
+                .get_all(COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|l| l.split(';'))
+                .map(|p| p.trim().to_owned())
+                .filter(|p| !p.is_empty() && p.split_once('=').is_none_or(|(k, _)| k.trim() != name))
+                .collect();
+            remove_cookie(&mut headers, &name);
+            prop_assert_eq!(cookie_values(&headers, &name).count(), 0);
+            let others_after: Vec<String> = headers
+                .get_all(COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|l| l.split(';'))
+                .map(|p| p.trim().to_owned())
+                .filter(|p| !p.is_empty())
+                .collect();
+            prop_assert_eq!(others_before, others_after);
+        }
+    }
 
     #[test]
     fn finds_cookies_across_lines_and_skips_bad_ones() {

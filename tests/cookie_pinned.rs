@@ -7,8 +7,10 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use axum::Router;
+use axum::http::HeaderMap;
 use support::cookie::{Exchange, backends, gateway, jar_client, raw_client, send};
-use support::http::Forward;
+use support::http::{Forward, serve_router};
 use tower_sticky::Backends;
 use tower_sticky::affinity::CookieAffinity;
 use tower_sticky::affinity::cookie::{CookieConfigError, CookieKeys, Key, Protection};
@@ -360,4 +362,61 @@ async fn a_killed_pinned_backend_costs_no_error_and_the_retry_repins() {
     let next = with_cookie(&gw.url(), &repinned).await;
     assert_eq!((next.status, &next.body), (200, &res.body));
     assert!(next.set_cookies.is_empty());
+}
+
+/// Two backends that answer `<id> <Cookie header as received>`.
+async fn cookie_echo_backends() -> (Vec<support::http::TestServer>, Backends<Forward>) {
+    let backends = Backends::new();
+    let mut servers = Vec::new();
+    for id in ["e0", "e1"] {
+        let router = Router::new().fallback(move |headers: HeaderMap| async move {
+            let cookie = headers
+                .get_all("cookie")
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect::<Vec<_>>()
+                .join(" | ");
+            format!("{id} [{cookie}]")
+        });
+        let server = serve_router("127.0.0.1:0", router).await;
+        backends.handle().insert(id, Forward::new(server.url()));
+        servers.push(server);
+    }
+    (servers, backends)
+}
+
+#[tokio::test]
+async fn indirect_hides_the_affinity_cookie_from_backends_and_keeps_the_others() {
+    for indirect in [true, false] {
+        let (_servers, backends) = cookie_echo_backends().await;
+        let affinity = CookieAffinity::pinned("srv")
+            .key(key(1))
+            .indirect(indirect)
+            .build()
+            .unwrap();
+        let gw = gateway(affinity, backends).await;
+        let first = send(&raw_client(), &gw.url(), Some(b"a=1; b=2")).await;
+        let value = first.cookie("srv").expect("a new client gets a cookie");
+        let home = first.body.split(' ').next().unwrap().to_owned();
+        for _ in 0..3 {
+            let cookie = format!("a=1; srv={value}; b=2");
+            let res = send(&raw_client(), &gw.url(), Some(cookie.as_bytes())).await;
+            assert!(res.set_cookies.is_empty(), "still pinned: {res:?}");
+            let (id, seen) = res.body.split_once(' ').unwrap();
+            assert_eq!(id, home, "the client stays on its backend");
+            if indirect {
+                assert_eq!(seen, "[a=1; b=2]", "the backend never sees srv");
+            } else {
+                assert_eq!(seen, format!("[{cookie}]"), "passed through untouched");
+            }
+        }
+    }
+}
+
+#[test]
+fn indirect_is_refused_for_learned_mode() {
+    assert!(matches!(
+        CookieAffinity::learn("JSESSIONID").indirect(true).build(),
+        Err(CookieConfigError::IndirectLearned)
+    ));
 }

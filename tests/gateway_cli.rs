@@ -62,10 +62,16 @@ async fn body(client: &reqwest::Client, url: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn cookie_strategies_keep_each_client_on_one_backend_and_spread_clients() {
-    for strategy in ["cookie-pinned", "cookie-hashed"] {
+    for (strategy, extra) in [
+        ("cookie-pinned", None),
+        ("cookie-hashed", None),
+        ("cookie-pinned", Some("--cookie-indirect")),
+    ] {
         let key = std::env::temp_dir().join(format!("gw-key-{}-{strategy}", std::process::id()));
         let _ = std::fs::remove_file(&key);
-        let setup = start(strategy, &["--cookie-key-file", key.to_str().unwrap()]).await;
+        let mut flags = vec!["--cookie-key-file", key.to_str().unwrap()];
+        flags.extend(extra);
+        let setup = start(strategy, &flags).await;
         let mut homes = BTreeSet::new();
         for _ in 0..12 {
             let client = jar_client();

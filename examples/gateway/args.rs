@@ -13,7 +13,7 @@ usage: gateway --listen ADDR --backend ID=URL [--backend ID=URL]...
                [--health-path /healthz] [--health-interval 1s] [--threads N] [--metrics-listen ADDR]
                [--failures-to-eject N] [--retry-idempotent BYTES]
                [--forwarded-headers all|x-forwarded|x-forwarded-for|none]
-               [--request-timeout 30s|none]";
+               [--request-timeout 30s|none] [--cookie-indirect]";
 
 /// Which affinity the gateway applies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +66,7 @@ pub(crate) struct Args {
     pub(crate) retry_idempotent: Option<usize>,
     pub(crate) forwarded_headers: ForwardedHeaders,
     pub(crate) request_timeout: Option<Duration>,
+    pub(crate) cookie_indirect: bool,
 }
 
 /// Parses `1s`, `500ms`, `2m`, or plain seconds.
@@ -103,11 +104,16 @@ pub(crate) fn parse(raw: impl IntoIterator<Item = String>) -> Result<Args, Strin
     let mut retry_idempotent = None;
     let mut forwarded_headers = ForwardedHeaders::ALL;
     let mut request_timeout = Some(Duration::from_secs(30));
+    let mut cookie_indirect = false;
 
     let mut raw = raw.into_iter();
     while let Some(flag) = raw.next() {
         if flag == "--help" || flag == "-h" {
             return Err(String::new());
+        }
+        if flag == "--cookie-indirect" {
+            cookie_indirect = true;
+            continue;
         }
         let value = raw.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let addr = |v: &str| {
@@ -197,5 +203,6 @@ pub(crate) fn parse(raw: impl IntoIterator<Item = String>) -> Result<Args, Strin
         retry_idempotent,
         forwarded_headers,
         request_timeout,
+        cookie_indirect,
     })
 }

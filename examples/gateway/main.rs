@@ -97,13 +97,22 @@ fn layer(args: &Args) -> Result<StickyLayer, Box<dyn Error + Send + Sync>> {
         Strategy::CookiePinned => builder.cookie(
             CookieAffinity::pinned(&args.cookie_name)
                 .key(CookieKeys::new(cookie_key(args)?))
+                .indirect(args.cookie_indirect)
                 .build()?,
         ),
         Strategy::CookieHashed => builder.cookie(
             CookieAffinity::hashed(&args.cookie_name)
                 .key(CookieKeys::new(cookie_key(args)?))
+                .indirect(args.cookie_indirect)
                 .build()?,
         ),
+        Strategy::CookieLearn(_) if args.cookie_indirect => {
+            return Err(
+                "--cookie-indirect applies to cookie-pinned and cookie-hashed only: \
+                 learned mode reads the application's own cookie"
+                    .into(),
+            );
+        }
         Strategy::CookieLearn(name) => builder.cookie(CookieAffinity::learn(name).build()?),
         Strategy::IpHash => builder.affinity(ip()?.modulo()),
         Strategy::IpRing => builder.affinity(ip()?),

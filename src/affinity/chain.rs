@@ -87,4 +87,10 @@ impl Affinity for Chain {
         }
         kinds
     }
+
+    fn prepare_request(&self, req: &mut http::request::Parts) {
+        for strategy in &self.strategies {
+            strategy.prepare_request(req);
+        }
+    }
 }

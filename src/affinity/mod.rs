@@ -77,6 +77,11 @@ pub trait Affinity: Send + Sync + fmt::Debug + 'static {
     fn rings(&self) -> Vec<RingKind> {
         Vec::new()
     }
+
+    /// Adjusts the request once a backend has been chosen, before it is sent there (by default
+    /// nothing). Cookie affinity in [`indirect`](cookie::CookieAffinityBuilder::indirect) mode
+    /// removes its own cookie here, so backends never see it.
+    fn prepare_request(&self, _req: &mut http::request::Parts) {}
 }
 
 /// What a strategy decided.

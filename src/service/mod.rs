@@ -243,6 +243,7 @@ impl Policy {
             }
             _ => {}
         }
+        self.chain.prepare_request(parts);
         let in_flight = state.begin();
         facade::record(member.id(), state, Event::Begin);
         parts.extensions.insert(routed.clone());

@@ -106,6 +106,11 @@ pub enum CookieConfigError {
     /// A duration or size setting was zero.
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+    /// `indirect` was asked of learned mode, whose cookie belongs to the application.
+    #[error(
+        "indirect only applies to the pinned and hashed modes (learned mode reads the application's own cookie)"
+    )]
+    IndirectLearned,
 }
 
 /// Cookie affinity, ready to be used as a strategy ([`Affinity`]); made by
@@ -114,6 +119,8 @@ pub enum CookieConfigError {
 pub struct CookieAffinity {
     mode: Mode,
     rings: Vec<RingKind>,
+    /// Our cookie's name when backends must not see it (`indirect`).
+    hidden: Option<String>,
 }
 
 #[derive(Debug)]
@@ -214,6 +221,12 @@ impl Affinity for CookieAffinity {
     fn rings(&self) -> Vec<RingKind> {
         self.rings.clone()
     }
+
+    fn prepare_request(&self, req: &mut http::request::Parts) {
+        if let Some(name) = &self.hidden {
+            crate::headers::remove_cookie(&mut req.headers, name);
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,6 +253,7 @@ pub struct CookieAffinityBuilder {
     assign: Option<Arc<dyn Affinity>>,
     repin_on_failover: bool,
     strict: bool,
+    indirect: bool,
     ring: RingKind,
     capacity: usize,
     ttl: Duration,
@@ -259,6 +273,7 @@ impl CookieAffinityBuilder {
             assign: None,
             repin_on_failover: true,
             strict: false,
+            indirect: false,
             ring: RingKind::Ketama,
             capacity: 100_000,
             ttl: Duration::from_secs(3600),
@@ -361,6 +376,32 @@ impl CookieAffinityBuilder {
         self
     }
 
+    /// Removes the affinity cookie from requests before they reach the backend, like HAProxy's
+    /// `cookie ... indirect` (default off: backends see it). The cookie only matters to the
+    /// balancer; hiding it saves the backends parsing it. Pinned and hashed modes only: learned
+    /// mode reads the application's own cookie, which the application needs
+    /// ([`build`](Self::build) refuses the combination).
+    ///
+    /// A request that is retried on another backend (its own refused the connection) comes back
+    /// without the cookie, so it is placed like a new client and given a new cookie, even in
+    /// [`strict`](Self::strict) mode.
+    ///
+    /// ```
+    /// use tower_sticky::affinity::cookie::{CookieAffinity, CookieKeys, Key};
+    ///
+    /// let cookie = CookieAffinity::pinned("srv")
+    ///     .key(CookieKeys::new(Key::generate()))
+    ///     .indirect(true)
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = cookie;
+    /// assert!(CookieAffinity::learn("JSESSIONID").indirect(true).build().is_err());
+    /// ```
+    pub fn indirect(mut self, indirect: bool) -> Self {
+        self.indirect = indirect;
+        self
+    }
+
     /// The ring used for hashed mode and for substitutes (default [`RingKind::Ketama`]).
     pub fn ring(mut self, kind: RingKind) -> Self {
         self.ring = kind;
@@ -389,6 +430,10 @@ impl CookieAffinityBuilder {
     /// Checks the settings and builds the strategy.
     pub fn build(self) -> Result<CookieAffinity, CookieConfigError> {
         self.attributes.validate()?;
+        if self.indirect && self.kind == Kind::Learned {
+            return Err(CookieConfigError::IndirectLearned);
+        }
+        let hidden = self.indirect.then(|| self.attributes.name.clone());
         for (name, value) in [
             ("max_idle", self.max_idle),
             ("max_life", self.max_life),
@@ -454,6 +499,10 @@ impl CookieAffinityBuilder {
                 })
             }
         };
-        Ok(CookieAffinity { mode, rings })
+        Ok(CookieAffinity {
+            mode,
+            rings,
+            hidden,
+        })
     }
 }
