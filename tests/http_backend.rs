@@ -369,3 +369,26 @@ async fn idle_connections_older_than_the_idle_timeout_are_not_reused() {
         "a connection idle for less than the timeout is reused"
     );
 }
+
+#[tokio::test]
+async fn a_connection_still_sending_an_early_answered_request_does_not_hold_up_the_next() {
+    // The backend answers at once without reading the request body; the client keeps that body
+    // open, so the first connection is not free when the second request comes.
+    let server = serve_router("127.0.0.1:0", port_reporter()).await;
+    let backend = HttpBackend::new(&server.url()).unwrap();
+    let (req_tx, req_body) = channel_body();
+    req_tx.send(Ok(Bytes::from("start"))).await.unwrap();
+    let early = backend
+        .clone()
+        .oneshot(http::Request::post("/").body(req_body).unwrap());
+    let res = timeout(Duration::from_secs(5), early)
+        .await
+        .expect("an early answer arrives")
+        .unwrap();
+    res.into_body().collect().await.unwrap();
+
+    let next = timeout(Duration::from_secs(5), port_of(&backend, "/")).await;
+    let (_, res) = next.expect("the next request is not stuck behind the unfinished one");
+    res.into_body().collect().await.unwrap();
+    drop(req_tx);
+}

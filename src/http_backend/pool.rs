@@ -6,7 +6,6 @@
 //! and a connection comes back when the response body it carried has been read to the end.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -86,24 +85,28 @@ impl Pool {
         if self.config.http2 {
             return self.checkout_http2().await.map(Sender::Http2);
         }
-        loop {
-            let popped = self.pop_idle();
-            let Some(mut sender) = popped else {
-                return self.connect_http1().await.map(Sender::Http1);
+        // Look at each idle connection at most once.
+        let mut left = lock(&self.idle).len();
+        while left > 0 {
+            left -= 1;
+            let Some(idle) = self.pop_idle() else {
+                break;
             };
-            if sender.is_ready() {
-                return Ok(Sender::Http1(sender));
+            if idle.sender.is_ready() {
+                return Ok(Sender::Http1(idle.sender));
             }
-            // Its previous exchange ended a moment ago and the connection task has not caught up
-            // yet; it is ready as soon as it does, or fails if the server closed it.
-            if !sender.is_closed() && poll_fn(|cx| sender.poll_ready(cx)).await.is_ok() {
-                return Ok(Sender::Http1(sender));
+            if idle.sender.is_closed() {
+                continue;
             }
+            // Still finishing its last exchange (say, the request body is still being sent after
+            // an early response): leave it for later instead of waiting behind it.
+            lock(&self.idle).push_front(idle);
         }
+        self.connect_http1().await.map(Sender::Http1)
     }
 
     /// The most recently returned idle connection that has not been idle too long.
-    fn pop_idle(&self) -> Option<http1::SendRequest<ClientBody>> {
+    fn pop_idle(&self) -> Option<Idle> {
         let mut idle = lock(&self.idle);
         let newest = idle.pop_back()?;
         if let Some(limit) = self.config.idle_timeout {
@@ -113,7 +116,7 @@ impl Pool {
                 return None;
             }
         }
-        Some(newest.sender)
+        Some(newest)
     }
 
     /// A connection for a request a pooled connection handed back unsent: a new HTTP/1.1 one
