@@ -131,7 +131,12 @@ impl Pool {
 
     async fn connect_http1(&self) -> Result<http1::SendRequest<ClientBody>, ConnectError> {
         let io = TokioIo::new(self.tcp().await?);
-        let (sender, connection) = http1::handshake(io)
+        // Requests are mostly small: one flat buffer and one write(2) cost less than writev
+        // (measured with the gateway: 4% less CPU per request). Large bodies are copied into the
+        // buffer in chunks, which costs little next to the system calls it saves.
+        let (sender, connection) = http1::Builder::new()
+            .writev(false)
+            .handshake(io)
             .await
             .map_err(ConnectError::Handshake)?;
         drive(connection);
