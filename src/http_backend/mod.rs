@@ -376,7 +376,9 @@ impl Inner {
             parts.headers.insert(HOST, self.host.clone())
         };
         if parts.extensions.get::<AlreadyForwarded>().is_none() {
+            let wants_host = self.forwarded.x_forwarded_host || self.forwarded.forwarded;
             let host_seen = match &client_host {
+                _ if !wants_host => None,
                 Some(host) => Some(host.clone()),
                 None if self.preserve_host => parts.headers.get(HOST).cloned(),
                 None => None,
