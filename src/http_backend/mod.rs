@@ -459,7 +459,8 @@ impl Inner {
             Some(ReplayBudget { max_body_bytes })
                 if body::fits(&body.size_hint(), max_body_bytes) =>
             {
-                match body::buffer(body, max_body_bytes).await {
+                // Boxed: the rare path; its state would enlarge every request's future.
+                match Box::pin(body::buffer(body, max_body_bytes)).await {
                     Ok(bytes) => (
                         body::full(bytes.clone()),
                         Kept::Buffered(Box::new(parts.clone()), bytes),
@@ -505,8 +506,9 @@ impl Inner {
                 let error = error.into_error();
                 return Err(self.error(HttpErrorKind::Sent, Some(error.into()), replayable(kept)));
             }
-            // A pooled connection closed just as it was taken: try once on a new one.
-            sender = match self.pool.reconnect().await {
+            // A pooled connection closed just as it was taken: try once on a new one (the other
+            // idle ones may be as stale).
+            sender = match self.pool.connect().await {
                 Ok(sender) => sender,
                 Err(connect) => {
                     tracing::debug!(backend = %self.name, error = %connect, "reconnect failed; request not sent");

@@ -6,6 +6,8 @@
 //! and a connection comes back when the response body it carried has been read to the end.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -82,18 +84,28 @@ impl Pool {
 
     /// A connection ready to take a request: a pooled one, or a new one.
     pub(crate) async fn checkout(&self) -> Result<Sender, ConnectError> {
+        match self.ready() {
+            Some(sender) => Ok(sender),
+            None => self.connect().await,
+        }
+    }
+
+    /// A pooled connection that can take a request now, if there is one.
+    fn ready(&self) -> Option<Sender> {
         if self.config.http2 {
-            return self.checkout_http2().await.map(Sender::Http2);
+            let shared = lock(&self.shared);
+            return shared
+                .as_ref()
+                .filter(|s| !s.is_closed())
+                .map(|s| Sender::Http2(s.clone()));
         }
         // Look at each idle connection at most once.
         let mut left = lock(&self.idle).len();
         while left > 0 {
             left -= 1;
-            let Some(idle) = self.pop_idle() else {
-                break;
-            };
+            let idle = self.pop_idle()?;
             if idle.sender.is_ready() {
-                return Ok(Sender::Http1(idle.sender));
+                return Some(Sender::Http1(idle.sender));
             }
             if idle.sender.is_closed() {
                 continue;
@@ -102,7 +114,22 @@ impl Pool {
             // an early response): leave it for later instead of waiting behind it.
             lock(&self.idle).push_front(idle);
         }
-        self.connect_http1().await.map(Sender::Http1)
+        None
+    }
+
+    /// A new connection (the shared HTTP/2 one is replaced). Boxed: connecting is the rare path,
+    /// and its state (resolver, connect timer, handshake) would otherwise make every request's
+    /// future larger, and larger futures cost a copy on every move.
+    pub(crate) fn connect(
+        &self,
+    ) -> Pin<Box<dyn Future<Output = Result<Sender, ConnectError>> + Send + '_>> {
+        Box::pin(async move {
+            if self.config.http2 {
+                self.connect_http2().await.map(Sender::Http2)
+            } else {
+                self.connect_http1().await.map(Sender::Http1)
+            }
+        })
     }
 
     /// The most recently returned idle connection that has not been idle too long.
@@ -119,16 +146,6 @@ impl Pool {
         Some(newest)
     }
 
-    /// A connection for a request a pooled connection handed back unsent: a new HTTP/1.1 one
-    /// (the other idle ones may be as stale), or the HTTP/2 one, re-made if it closed.
-    pub(crate) async fn reconnect(&self) -> Result<Sender, ConnectError> {
-        if self.config.http2 {
-            self.checkout_http2().await.map(Sender::Http2)
-        } else {
-            self.connect_http1().await.map(Sender::Http1)
-        }
-    }
-
     async fn connect_http1(&self) -> Result<http1::SendRequest<ClientBody>, ConnectError> {
         let io = TokioIo::new(self.tcp().await?);
         // Requests are mostly small: one flat buffer and one write(2) cost less than writev
@@ -143,10 +160,7 @@ impl Pool {
         Ok(sender)
     }
 
-    async fn checkout_http2(&self) -> Result<http2::SendRequest<ClientBody>, ConnectError> {
-        if let Some(sender) = lock(&self.shared).as_ref().filter(|s| !s.is_closed()) {
-            return Ok(sender.clone());
-        }
+    async fn connect_http2(&self) -> Result<http2::SendRequest<ClientBody>, ConnectError> {
         let io = TokioIo::new(self.tcp().await?);
         let (sender, connection) = http2::handshake(TokioExecutor::new(), io)
             .await
