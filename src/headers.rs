@@ -23,36 +23,73 @@ pub(crate) fn cookie_values<'h, 'n>(
 }
 
 /// Removes every cookie named `name` from the request's `Cookie` headers, keeping the others in
-/// order; a line left empty goes. Lines that are not valid UTF-8 are left as they are.
+/// order; a line left empty goes. Lines that are not valid header text are left as they are.
+///
+/// This runs on every request of an `indirect` cookie strategy: the check allocates nothing, and
+/// the usual single line is rewritten in place (or removed when only our cookie was in it).
 pub(crate) fn remove_cookie(headers: &mut HeaderMap, name: &str) {
-    if cookie_values(headers, name).next().is_none() {
+    let is_ours = |pair: &str| {
+        pair.split_once('=')
+            .is_some_and(|(key, _)| key.trim() == name)
+    };
+    let mut lines = 0usize;
+    let mut found = false;
+    for line in headers.get_all(COOKIE) {
+        lines += 1;
+        found |= line.to_str().is_ok_and(|text| text.split(';').any(is_ours));
+    }
+    if !found {
         return;
     }
-    let lines: Vec<HeaderValue> = headers.get_all(COOKIE).iter().cloned().collect();
-    headers.remove(COOKIE);
-    for line in lines {
-        let Ok(text) = line.to_str() else {
-            headers.append(COOKIE, line);
-            continue;
-        };
-        let kept: Vec<&str> = text
-            .split(';')
-            .map(str::trim)
-            .filter(|pair| {
-                !pair.is_empty()
-                    && pair
-                        .split_once('=')
-                        .is_none_or(|(key, _)| key.trim() != name)
-            })
-            .collect();
-        if kept.is_empty() {
-            continue;
+    if lines == 1 {
+        let kept = headers
+            .get(COOKIE)
+            .and_then(|line| line.to_str().ok())
+            .map(|text| without(text, is_ours))
+            .unwrap_or_default();
+        match HeaderValue::from_str(&kept) {
+            Ok(value) if !kept.is_empty() => {
+                headers.insert(COOKIE, value);
+            }
+            _ => {
+                headers.remove(COOKIE);
+            }
         }
-        // The kept pairs were valid header text and "; " is too.
-        if let Ok(value) = HeaderValue::from_str(&kept.join("; ")) {
-            headers.append(COOKIE, value);
-        }
+        return;
     }
+    let rebuilt: Vec<HeaderValue> = headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|line| match line.to_str() {
+            Err(_) => Some(line.clone()),
+            Ok(text) => {
+                let kept = without(text, is_ours);
+                // The kept pairs were valid header text and "; " is too.
+                (!kept.is_empty())
+                    .then(|| HeaderValue::from_str(&kept).ok())
+                    .flatten()
+            }
+        })
+        .collect();
+    headers.remove(COOKIE);
+    for line in rebuilt {
+        headers.append(COOKIE, line);
+    }
+}
+
+/// The `;`-separated pairs of `text` that `drop` does not match, joined by `"; "`.
+fn without(text: &str, drop: impl Fn(&str) -> bool) -> String {
+    let mut kept = String::new();
+    for pair in text.split(';').map(str::trim) {
+        if pair.is_empty() || drop(pair) {
+            continue;
+        }
+        if !kept.is_empty() {
+            kept.push_str("; ");
+        }
+        kept.push_str(pair);
+    }
+    kept
 }
 
 #[cfg(test)]

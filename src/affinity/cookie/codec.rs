@@ -111,10 +111,11 @@ pub enum Protection {
     Private,
 }
 
-/// A value opened by the codec.
+/// A value opened by the codec: a signed value's payload is a slice of the value itself (no
+/// copy on the request path), a private one's is decrypted.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Opened {
-    pub(crate) payload: String,
+pub(crate) struct Opened<'v> {
+    pub(crate) payload: std::borrow::Cow<'v, str>,
     /// Opened with a key other than the sealing one: re-seal so rotation completes.
     pub(crate) stale_key: bool,
 }
@@ -184,7 +185,7 @@ impl Codec {
 
     /// Opens a value sent by the client; `None` for anything not sealed by one of our keys for
     /// this name (missing, truncated, altered, too long, another key, another cookie name).
-    pub(crate) fn open(&self, name: &str, value: &str) -> Option<Opened> {
+    pub(crate) fn open<'v>(&self, name: &str, value: &'v str) -> Option<Opened<'v>> {
         if value.len() > MAX_VALUE_LEN || value.is_empty() {
             return None;
         }
@@ -204,7 +205,7 @@ impl Codec {
                     mac.verify_slice(expected).is_ok()
                 })?;
                 Some(Opened {
-                    payload: payload.to_owned(),
+                    payload: std::borrow::Cow::Borrowed(payload),
                     stale_key: index != 0,
                 })
             }
@@ -214,7 +215,7 @@ impl Codec {
                 self.keys.iter().enumerate().find_map(|(index, key)| {
                     let opened = jar.private(key).decrypt(candidate.clone())?;
                     Some(Opened {
-                        payload: opened.value().to_owned(),
+                        payload: std::borrow::Cow::Owned(opened.value().to_owned()),
                         stale_key: index != 0,
                     })
                 })
