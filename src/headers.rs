@@ -16,10 +16,13 @@ pub(crate) fn cookie_values<'h, 'n>(
         .iter()
         .filter_map(|line| line.to_str().ok())
         .flat_map(|line| line.split(';'))
-        .filter_map(move |pair| {
-            let (key, value) = pair.split_once('=')?;
-            (key.trim() == name).then(|| value.trim().trim_matches('"'))
-        })
+        .filter_map(move |pair| value_if_named(pair, name))
+}
+
+/// The value of one `key=value` pair of a `Cookie` line when its key is `name`.
+fn value_if_named<'p>(pair: &'p str, name: &str) -> Option<&'p str> {
+    let (key, value) = pair.split_once('=')?;
+    (key.trim() == name).then(|| value.trim().trim_matches('"'))
 }
 
 /// Removes every cookie named `name` from the request's `Cookie` headers, keeping the others in
@@ -28,10 +31,7 @@ pub(crate) fn cookie_values<'h, 'n>(
 /// This runs on every request of an `indirect` cookie strategy: the check allocates nothing, and
 /// the usual single line is rewritten in place (or removed when only our cookie was in it).
 pub(crate) fn remove_cookie(headers: &mut HeaderMap, name: &str) {
-    let is_ours = |pair: &str| {
-        pair.split_once('=')
-            .is_some_and(|(key, _)| key.trim() == name)
-    };
+    let is_ours = |pair: &str| value_if_named(pair, name).is_some();
     let mut lines = 0usize;
     let mut found = false;
     for line in headers.get_all(COOKIE) {

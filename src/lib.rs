@@ -68,6 +68,7 @@ pub mod ring;
 pub mod serve;
 mod service;
 pub mod session;
+mod sync;
 
 pub use affinity::Affinity;
 pub use backends::{BackendState, Backends, BackendsHandle, MemberInfo, MemberSet};

@@ -10,7 +10,7 @@ use std::convert::Infallible;
 
 use futures_util::FutureExt;
 use proptest::prelude::*;
-use support::cookie::{backends, gateway, raw_client, send};
+use support::cookie::{backends, gateway, raw_client, send, set_cookie_value};
 use tower::{Service, service_fn};
 use tower_sticky::affinity::cookie::{Key, Protection};
 use tower_sticky::affinity::{CookieAffinity, Reason};
@@ -81,13 +81,7 @@ fn call(svc: &mut Sticky<Svc>, cookie: &[u8]) -> Option<(Routed, Option<String>)
 fn issued(svc: &mut Sticky<Svc>) -> (String, String) {
     let (routed, set) = call(svc, b"other=1").unwrap();
     let set = set.expect("new client gets a cookie");
-    let value = set
-        .split(';')
-        .next()
-        .unwrap()
-        .strip_prefix("srv=")
-        .unwrap()
-        .to_owned();
+    let value = set_cookie_value(&set, "srv").expect("it sets srv");
     (value, routed.backend.to_string())
 }
 

@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use support::cookie::set_cookie_value;
 use support::http::{TestServer, client_from, get as http_get, spawn_backend};
 use support::programs::{Program, free_addr, run_to_end, wait_http};
 
@@ -102,13 +103,7 @@ async fn a_tampered_cookie_is_not_obeyed_and_gets_a_fresh_one() {
     let res = client.get(&setup.url).send().await.unwrap();
     let set_cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
     let home = res.text().await.unwrap();
-    let value = set_cookie
-        .split(';')
-        .next()
-        .unwrap()
-        .strip_prefix("srv=")
-        .unwrap()
-        .to_owned();
+    let value = set_cookie_value(&set_cookie, "srv").expect("it sets srv");
 
     // The genuine cookie is obeyed and not re-set.
     let res = client

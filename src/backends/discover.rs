@@ -74,7 +74,7 @@ impl<S: Clone + Send + 'static> Backends<S> {
             .map_err(Into::into)
             .into_stream();
         let slot = &self.shared.discover;
-        *super::lock(&slot.stream) = Some(Box::pin(stream));
+        *crate::sync::lock(&slot.stream) = Some(Box::pin(stream));
         slot.active.store(true, Ordering::Release);
         self
     }
@@ -114,7 +114,7 @@ impl<S: Clone> Shared<S> {
         if changes.is_empty() {
             return;
         }
-        let mut writer = super::lock(&self.writer);
+        let mut writer = crate::sync::lock(&self.writer);
         for change in changes {
             match change {
                 Change::Insert(id, service) => {

@@ -3,7 +3,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::{Shared, Writer, lock};
+use super::{Shared, Writer};
+use crate::sync::lock;
 use crate::{BackendId, BackendsError};
 
 /// A cloneable handle that changes a [`Backends`](super::Backends) set at run time: add, remove,

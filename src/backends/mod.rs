@@ -35,7 +35,9 @@ pub(crate) use state::InFlight;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
+
+use crate::sync::lock;
 
 use arc_swap::ArcSwap;
 
@@ -294,10 +296,4 @@ impl<S> fmt::Debug for Backends<S> {
             .field("version", &snapshot.set.version())
             .finish()
     }
-}
-
-/// Locks a writer mutex; a panic in another writer cannot leave the map half-changed (every
-/// change is applied to a local copy first), so a poisoned lock is safe to reuse.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -3,7 +3,7 @@
 //! that gives its connection back to the pool when read to the end.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -20,7 +20,7 @@ pub(crate) type ClientBody = http_body_util::combinators::UnsyncBoxBody<Bytes, B
 pub(crate) type Slot<B> = Arc<Mutex<Option<B>>>;
 
 pub(crate) fn lock<B>(slot: &Slot<B>) -> MutexGuard<'_, Option<B>> {
-    slot.lock().unwrap_or_else(PoisonError::into_inner)
+    crate::sync::lock(slot)
 }
 
 pin_project! {

@@ -40,6 +40,13 @@ pub(crate) enum Returned {
     Buffered(Box<http::request::Parts>, Bytes),
 }
 
+impl Returned {
+    /// Gives back `req` as it is.
+    pub(crate) fn original<B: Send + 'static>(req: Request<B>) -> Self {
+        Self::Original(Mutex::new(Box::new(req)))
+    }
+}
+
 /// An error of [`HttpBackend`](super::HttpBackend): names the backend and says why, and
 /// distinguishes "not sent" ([`HttpErrorKind::NotSent`]) from "sent, then failed".
 ///
@@ -188,7 +195,7 @@ mod tests {
             "a".into(),
             HttpErrorKind::NotSent,
             Some("connection refused".into()),
-            Some(Returned::Original(Mutex::new(Box::new(req)))),
+            Some(Returned::original(req)),
         );
         assert_eq!(
             error.to_string(),

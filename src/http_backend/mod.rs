@@ -448,8 +448,8 @@ impl Inner {
             Ok(sender) => sender,
             Err(error) => {
                 tracing::debug!(backend = %self.name, %error, "connect failed; request not sent");
-                let returned = Returned::Original(Mutex::new(Box::new(req)));
-                return Err(self.error(HttpErrorKind::NotSent, Some(error.into()), Some(returned)));
+                let returned = Some(Returned::original(req));
+                return Err(self.error(HttpErrorKind::NotSent, Some(error.into()), returned));
             }
         };
 
@@ -496,16 +496,13 @@ impl Inner {
                 Ok(res) => return Ok(self.respond(res, sender)),
                 Err(error) => error,
             };
-            let Some(unsent) = error.take_message() else {
+            // Only a request no connection took, on a pooled connection, gets a second try:
+            // after a brand-new connection refused it too, give up on this backend.
+            let (Some(unsent), false) = (error.take_message(), fresh) else {
                 let error = error.into_error();
-                tracing::debug!(backend = %self.name, %error, "request failed after it was sent");
+                tracing::debug!(backend = %self.name, %error, "request failed on its connection");
                 return Err(self.error(HttpErrorKind::Sent, Some(error.into()), replayable(kept)));
             };
-            if fresh {
-                // A brand-new connection refused it too: give up on this backend.
-                let error = error.into_error();
-                return Err(self.error(HttpErrorKind::Sent, Some(error.into()), replayable(kept)));
-            }
             // A pooled connection closed just as it was taken: try once on a new one (the other
             // idle ones may be as stale).
             sender = match self.pool.connect().await {
@@ -548,12 +545,10 @@ impl Inner {
 /// there to give.
 fn given_back<B: Send + 'static>(parts: Parts, kept: Kept<B>) -> Option<Returned> {
     match kept {
-        Kept::Empty(body) => Some(Returned::Original(Mutex::new(Box::new(
-            Request::from_parts(parts, body),
-        )))),
+        Kept::Empty(body) => Some(Returned::original(Request::from_parts(parts, body))),
         Kept::Slot(slot) => body::lock(&slot)
             .take()
-            .map(|body| Returned::Original(Mutex::new(Box::new(Request::from_parts(parts, body))))),
+            .map(|body| Returned::original(Request::from_parts(parts, body))),
         Kept::Buffered(original, bytes) => Some(Returned::Buffered(original, bytes)),
     }
 }

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::{http1, http2};
@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use super::body::ClientBody;
+use crate::sync::lock;
 
 /// Where and how to connect.
 #[derive(Debug)]
@@ -66,11 +67,6 @@ pub(crate) enum ConnectError {
     Io(#[from] std::io::Error),
     #[error("HTTP handshake failed: {0}")]
     Handshake(#[source] hyper::Error),
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The guarded data stays consistent whatever panicked while holding it.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Pool {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::SessionId;
 use super::store::{
@@ -70,7 +70,7 @@ impl<S: SessionStore> CachedStore<S> {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<SessionId, SessionRecord>> {
-        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.cache)
     }
 
     fn remember(&self, id: &SessionId, record: SessionRecord) {

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use fnv::FnvHasher;
@@ -121,7 +121,7 @@ impl MemoryStore {
         let hash = BuildHasherDefault::<FnvHasher>::default().hash_one(id.as_str());
         // The modulo keeps the index in range, so the lookup cannot fail.
         let shard = &self.inner.shards[(hash as usize) % SHARDS];
-        shard.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(shard)
     }
 
     /// Starts the sweeper once, from inside a Tokio runtime (store methods are async, so the
@@ -158,7 +158,7 @@ impl Inner {
     fn sweep(&self, now: Instant) -> usize {
         let mut removed = 0;
         for shard in &self.shards {
-            let mut map = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut map = crate::sync::lock(shard);
             let before = map.len();
             map.retain(|_, e| e.live(now));
             removed += before - map.len();

@@ -68,12 +68,17 @@ pub struct Exchange {
 impl Exchange {
     /// The value of the `Set-Cookie` for `name`, if the response set it.
     pub fn cookie(&self, name: &str) -> Option<String> {
-        self.set_cookies.iter().find_map(|line| {
-            let pair = line.split(';').next()?;
-            let (k, v) = pair.split_once('=')?;
-            (k.trim() == name).then(|| v.trim().to_owned())
-        })
+        self.set_cookies
+            .iter()
+            .find_map(|line| set_cookie_value(line, name))
     }
+}
+
+/// The value a `Set-Cookie` line sets, if it sets the cookie `name`.
+pub fn set_cookie_value(line: &str, name: &str) -> Option<String> {
+    let pair = line.split(';').next()?;
+    let (k, v) = pair.split_once('=')?;
+    (k.trim() == name).then(|| v.trim().to_owned())
 }
 
 /// GET `url` with a raw `Cookie` header (or none).

@@ -6,7 +6,7 @@
 //! different keys rarely meet on one lock.
 
 use std::num::NonZeroUsize;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
@@ -57,9 +57,7 @@ impl LearnedTable {
         let index = (key as usize) % self.shards.len();
         // A panic while holding a shard cannot leave an entry half-written (LruCache operations
         // complete or do nothing), so a poisoned shard is safe to keep using.
-        self.shards[index]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.shards[index])
     }
 
     /// The backend for `key`, refreshing its age; expired entries are dropped here.
@@ -107,17 +105,14 @@ impl LearnedTable {
 
     /// Entries held now (expired ones not yet dropped included).
     pub(crate) fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
-            .sum()
+        self.shards.iter().map(|s| crate::sync::lock(s).len()).sum()
     }
 
     /// The most entries the table will ever hold.
     pub(crate) fn capacity(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).cap().get())
+            .map(|s| crate::sync::lock(s).cap().get())
             .sum()
     }
 }
