@@ -11,7 +11,6 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, Limited};
 use pin_project_lite::pin_project;
 
-use super::pool::Returner;
 use crate::BoxError;
 
 pub(crate) type ClientBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
@@ -108,60 +107,6 @@ pub(crate) fn empty() -> ClientBody {
     http_body_util::Empty::new()
         .map_err(|never| match never {})
         .boxed_unsync()
-}
-
-/// A backend's response body that returns its HTTP/1.1 connection to the pool as soon as the
-/// last frame has been read (or, at the latest, when it is dropped after the end).
-#[derive(Debug)]
-pub(crate) struct PooledBody {
-    body: hyper::body::Incoming,
-    returner: Returner,
-}
-
-impl PooledBody {
-    pub(crate) fn new(body: hyper::body::Incoming, mut returner: Returner) -> Self {
-        if body.is_end_stream() {
-            // No body (HEAD, 204, 304, Content-Length: 0): the exchange is already over.
-            returner.give_back();
-        }
-        Self { body, returner }
-    }
-}
-
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.returner.give_back(),
-            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.returner.give_back(),
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for PooledBody {
-    fn drop(&mut self) {
-        // Read to the end but never polled once more: still reusable. Otherwise the unread rest
-        // would be the next response's start, so the connection goes with the body.
-        if self.body.is_end_stream() {
-            self.returner.give_back();
-        }
-    }
 }
 
 #[cfg(test)]

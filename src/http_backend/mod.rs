@@ -8,6 +8,7 @@
 
 mod body;
 mod error;
+mod h1;
 mod headers;
 mod pool;
 
@@ -31,9 +32,9 @@ use http_body_util::BodyExt;
 use hyper::client::conn::TrySendError;
 use tower_service::Service;
 
-use self::body::{ClientBody, PooledBody, TakeBody};
+use self::body::{ClientBody, TakeBody};
 use self::error::Returned;
-use self::pool::{Pool, PoolConfig, Returner, Sender};
+use self::pool::{Pool, PoolConfig};
 use crate::{BoxError, ReplayBudget};
 
 /// Forwards requests to one remote HTTP server, like a reverse proxy's upstream.
@@ -251,7 +252,6 @@ impl HttpBackendBuilder {
             connect_timeout: self.connect_timeout,
             idle_timeout: self.pool_idle_timeout,
             max_idle: self.pool_max_idle_per_host,
-            http2: self.http2,
         });
         Ok(HttpBackend {
             inner: Arc::new(Inner {
@@ -289,7 +289,12 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        Box::pin(Arc::clone(&self.inner).forward(req))
+        let inner = Arc::clone(&self.inner);
+        if inner.http2 {
+            Box::pin(inner.forward_h2(req))
+        } else {
+            Box::pin(inner.forward_h1(req))
+        }
     }
 }
 
@@ -297,8 +302,10 @@ where
 enum Kept<B> {
     /// The body was empty: the original body is kept aside untouched (no slot, no lock).
     Empty(B),
-    /// The body waits in a slot until the connection first reads it.
+    /// The body waits in a slot until the connection first reads it (HTTP/2).
     Slot(body::Slot<B>),
+    /// The body is being streamed; it cannot be given back (HTTP/1.1).
+    Streamed,
     /// A replayable request: its head as it came, and its buffered body.
     Buffered(Box<Parts>, Bytes),
 }
@@ -317,6 +324,7 @@ struct Undo {
 struct AlreadyForwarded;
 
 type Sent = Result<Response<hyper::body::Incoming>, TrySendError<Request<ClientBody>>>;
+type H2Sender = hyper::client::conn::http2::SendRequest<ClientBody>;
 
 impl Inner {
     fn error(
@@ -419,23 +427,19 @@ impl Inner {
     }
 
     async fn send(
-        sender: &mut Sender,
+        sender: &mut H2Sender,
         req: Request<ClientBody>,
         limit: Option<Duration>,
     ) -> Option<Sent> {
-        let sent = async {
-            match sender {
-                Sender::Http1(s) => s.try_send_request(req).await,
-                Sender::Http2(s) => s.try_send_request(req).await,
-            }
-        };
+        let sent = sender.try_send_request(req);
         match limit {
             Some(limit) => tokio::time::timeout(limit, sent).await.ok(),
             None => Some(sent.await),
         }
     }
 
-    async fn forward<B>(
+    /// Forwards one request over the shared HTTP/2 connection (hyper's client).
+    async fn forward_h2<B>(
         self: Arc<Self>,
         req: Request<B>,
     ) -> Result<Response<AxumBody>, HttpBackendError>
@@ -444,7 +448,7 @@ impl Inner {
         B::Error: Into<BoxError>,
     {
         // Connect first: a request that cannot get a connection goes back to `Sticky` untouched.
-        let mut sender = match self.pool.checkout().await {
+        let mut sender = match self.pool.checkout_h2().await {
             Ok(sender) => sender,
             Err(error) => {
                 tracing::debug!(backend = %self.name, %error, "connect failed; request not sent");
@@ -468,7 +472,6 @@ impl Inner {
                     // The client's body failed or lied about its length: nothing to replay and
                     // nothing the backend did wrong; answer as a failed send.
                     Err(error) => {
-                        self.release(sender);
                         return Err(self.error(HttpErrorKind::Sent, Some(error), None));
                     }
                 }
@@ -481,7 +484,6 @@ impl Inner {
             }
         };
         let Some(undo) = self.prepare(&mut parts) else {
-            self.release(sender);
             return Err(self.error(HttpErrorKind::InvalidTarget, None, None));
         };
 
@@ -493,7 +495,7 @@ impl Inner {
                 return Err(self.error(HttpErrorKind::Timeout(limit), None, replayable(kept)));
             };
             let mut error = match sent {
-                Ok(res) => return Ok(self.respond(res, sender)),
+                Ok(res) => return Ok(respond_h2(res)),
                 Err(error) => error,
             };
             // Only a request no connection took, on a pooled connection, gets a second try:
@@ -505,7 +507,7 @@ impl Inner {
             };
             // A pooled connection closed just as it was taken: try once on a new one (the other
             // idle ones may be as stale).
-            sender = match self.pool.connect().await {
+            sender = match self.pool.connect_h2().await {
                 Ok(sender) => sender,
                 Err(connect) => {
                     tracing::debug!(backend = %self.name, error = %connect, "reconnect failed; request not sent");
@@ -519,26 +521,13 @@ impl Inner {
             out = unsent;
         }
     }
+}
 
-    fn respond(&self, res: Response<hyper::body::Incoming>, sender: Sender) -> Response<AxumBody> {
-        let (mut head, incoming) = res.into_parts();
-        headers::remove_hop_by_hop(&mut head.headers);
-        let body = match sender {
-            Sender::Http1(sender) => AxumBody::new(PooledBody::new(
-                incoming,
-                Returner::new(Arc::clone(&self.pool), sender),
-            )),
-            Sender::Http2(_) => AxumBody::new(incoming),
-        };
-        Response::from_parts(head, body)
-    }
-
-    /// Puts back a connection that was taken but not used.
-    fn release(&self, sender: Sender) {
-        if let Sender::Http1(sender) = sender {
-            self.pool.put(sender);
-        }
-    }
+/// The backend's response with its hop-by-hop headers removed.
+fn respond_h2(res: Response<hyper::body::Incoming>) -> Response<AxumBody> {
+    let (mut head, incoming) = res.into_parts();
+    headers::remove_hop_by_hop(&mut head.headers);
+    Response::from_parts(head, AxumBody::new(incoming))
 }
 
 /// The original request rebuilt from its restored head and its kept body, if the body is still
@@ -550,6 +539,7 @@ fn given_back<B: Send + 'static>(parts: Parts, kept: Kept<B>) -> Option<Returned
             .take()
             .map(|body| Returned::original(Request::from_parts(parts, body))),
         Kept::Buffered(original, bytes) => Some(Returned::Buffered(original, bytes)),
+        Kept::Streamed => None,
     }
 }
 
@@ -557,7 +547,7 @@ fn given_back<B: Send + 'static>(parts: Parts, kept: Kept<B>) -> Option<Returned
 fn replayable<B>(kept: Kept<B>) -> Option<Returned> {
     match kept {
         Kept::Buffered(parts, bytes) => Some(Returned::Buffered(parts, bytes)),
-        Kept::Empty(_) | Kept::Slot(_) => None,
+        Kept::Empty(_) | Kept::Slot(_) | Kept::Streamed => None,
     }
 }
 

@@ -3,19 +3,21 @@
 //!
 //! A backend has exactly one address, so the pool needs no host key, no hashing and no waiter
 //! queue: checkout pops the most recently used connection (the warmest; the others age out),
-//! and a connection comes back when the response body it carried has been read to the end.
+//! and a connection comes back when the response body it carried has been read to the end. Only
+//! idle connections are in the stack: one still busy with an exchange belongs to that exchange.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use super::body::ClientBody;
+use super::h1::Conn;
 use crate::sync::lock;
 
 /// Where and how to connect.
@@ -26,17 +28,10 @@ pub(crate) struct PoolConfig {
     pub(crate) connect_timeout: Option<Duration>,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) max_idle: usize,
-    pub(crate) http2: bool,
-}
-
-/// A connection ready for one request.
-pub(crate) enum Sender {
-    Http1(http1::SendRequest<ClientBody>),
-    Http2(http2::SendRequest<ClientBody>),
 }
 
 struct Idle {
-    sender: http1::SendRequest<ClientBody>,
+    conn: Conn,
     since: Instant,
 }
 
@@ -78,53 +73,56 @@ impl Pool {
         }
     }
 
-    /// A connection ready to take a request: a pooled one, or a new one.
-    pub(crate) async fn checkout(&self) -> Result<Sender, ConnectError> {
-        match self.ready() {
+    /// The shared HTTP/2 connection, or a new one if it is gone.
+    pub(crate) async fn checkout_h2(&self) -> Result<http2::SendRequest<ClientBody>, ConnectError> {
+        let shared = lock(&self.shared)
+            .as_ref()
+            .filter(|s| !s.is_closed())
+            .cloned();
+        match shared {
             Some(sender) => Ok(sender),
-            None => self.connect().await,
+            None => self.connect_h2().await,
         }
     }
 
-    /// A pooled connection that can take a request now, if there is one.
-    fn ready(&self) -> Option<Sender> {
-        if self.config.http2 {
-            let shared = lock(&self.shared);
-            return shared
-                .as_ref()
-                .filter(|s| !s.is_closed())
-                .map(|s| Sender::Http2(s.clone()));
-        }
-        // Look at each idle connection at most once.
-        let mut left = lock(&self.idle).len();
-        while left > 0 {
-            left -= 1;
+    /// An idle HTTP/1.1 connection that can take a request now, if there is one; those the
+    /// backend closed meanwhile are dropped.
+    pub(crate) fn idle_h1(&self) -> Option<Conn> {
+        loop {
             let idle = self.pop_idle()?;
-            if idle.sender.is_ready() {
-                return Some(Sender::Http1(idle.sender));
+            if idle.conn.is_usable() {
+                return Some(idle.conn);
             }
-            if idle.sender.is_closed() {
-                continue;
-            }
-            // Still finishing its last exchange (say, the request body is still being sent after
-            // an early response): leave it for later instead of waiting behind it.
-            lock(&self.idle).push_front(idle);
         }
-        None
     }
 
-    /// A new connection (the shared HTTP/2 one is replaced). Boxed: connecting is the rare path,
-    /// and its state (resolver, connect timer, handshake) would otherwise make every request's
-    /// future larger, and larger futures cost a copy on every move.
-    pub(crate) fn connect(
+    /// A new HTTP/1.1 connection. Boxed: connecting is the rare path, and its state (resolver,
+    /// connect timer) would otherwise make every request's future larger, and larger futures
+    /// cost a copy on every move.
+    pub(crate) fn connect_h1(
         &self,
-    ) -> Pin<Box<dyn Future<Output = Result<Sender, ConnectError>> + Send + '_>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Conn, ConnectError>> + Send + '_>> {
+        Box::pin(async move { Ok(Conn::new(self.tcp().await?)) })
+    }
+
+    /// A new shared HTTP/2 connection, replacing the old one (boxed, as for HTTP/1.1).
+    pub(crate) fn connect_h2(
+        &self,
+    ) -> Pin<
+        Box<dyn Future<Output = Result<http2::SendRequest<ClientBody>, ConnectError>> + Send + '_>,
+    > {
         Box::pin(async move {
-            if self.config.http2 {
-                self.connect_http2().await.map(Sender::Http2)
-            } else {
-                self.connect_http1().await.map(Sender::Http1)
-            }
+            let io = TokioIo::new(self.tcp().await?);
+            let (sender, connection) = http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(ConnectError::Handshake)?;
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "backend connection ended with an error");
+                }
+            });
+            *lock(&self.shared) = Some(sender.clone());
+            Ok(sender)
         })
     }
 
@@ -142,30 +140,6 @@ impl Pool {
         Some(newest)
     }
 
-    async fn connect_http1(&self) -> Result<http1::SendRequest<ClientBody>, ConnectError> {
-        let io = TokioIo::new(self.tcp().await?);
-        // Requests are mostly small: one flat buffer and one write(2) cost less than writev
-        // (measured with the gateway: 4% less CPU per request). Large bodies are copied into the
-        // buffer in chunks, which costs little next to the system calls it saves.
-        let (sender, connection) = http1::Builder::new()
-            .writev(false)
-            .handshake(io)
-            .await
-            .map_err(ConnectError::Handshake)?;
-        drive(connection);
-        Ok(sender)
-    }
-
-    async fn connect_http2(&self) -> Result<http2::SendRequest<ClientBody>, ConnectError> {
-        let io = TokioIo::new(self.tcp().await?);
-        let (sender, connection) = http2::handshake(TokioExecutor::new(), io)
-            .await
-            .map_err(ConnectError::Handshake)?;
-        drive(connection);
-        *lock(&self.shared) = Some(sender.clone());
-        Ok(sender)
-    }
-
     async fn tcp(&self) -> Result<TcpStream, ConnectError> {
         let connect = TcpStream::connect((self.config.host.as_str(), self.config.port));
         let stream = match self.config.connect_timeout {
@@ -180,8 +154,8 @@ impl Pool {
     }
 
     /// Takes back a connection whose exchange is over, dropping the ones idle too long.
-    pub(crate) fn put(&self, sender: http1::SendRequest<ClientBody>) {
-        if sender.is_closed() || self.config.max_idle == 0 {
+    pub(crate) fn put(&self, conn: Conn) {
+        if self.config.max_idle == 0 {
             return;
         }
         let now = Instant::now();
@@ -198,49 +172,6 @@ impl Pool {
         if idle.len() >= self.config.max_idle {
             idle.pop_front();
         }
-        idle.push_back(Idle { sender, since: now });
-    }
-}
-
-/// Runs a connection's I/O in its own task until it closes.
-fn drive<C>(connection: C)
-where
-    C: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
-{
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "backend connection ended with an error");
-        }
-    });
-}
-
-/// Returns an HTTP/1.1 connection to its pool once the response body on it has been read to the
-/// end; a body dropped early takes its connection with it (closing it, as its remaining bytes
-/// were never read).
-pub(crate) struct Returner {
-    pool: Arc<Pool>,
-    sender: Option<http1::SendRequest<ClientBody>>,
-}
-
-impl Returner {
-    pub(crate) fn new(pool: Arc<Pool>, sender: http1::SendRequest<ClientBody>) -> Self {
-        Self {
-            pool,
-            sender: Some(sender),
-        }
-    }
-
-    pub(crate) fn give_back(&mut self) {
-        if let Some(sender) = self.sender.take() {
-            self.pool.put(sender);
-        }
-    }
-}
-
-impl std::fmt::Debug for Returner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Returner")
-            .field("pending", &self.sender.is_some())
-            .finish()
+        idle.push_back(Idle { conn, since: now });
     }
 }
