@@ -263,4 +263,45 @@ mod tests {
         let long = [b"1;".as_slice(), &[b'a'; MAX_LINE + 1]].concat();
         assert_eq!(decode_in_steps(&long, 64), Err(ChunkError::LineTooLong));
     }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::super::super::encode::{write_chunk, write_last_chunk};
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            /// Whatever a backend sends, the decoder answers (data, end or error) and never
+            /// panics or loops.
+            #[test]
+            fn arbitrary_bytes_never_panic(input in proptest::collection::vec(any::<u8>(), 0..600), step in 1usize..64) {
+                let _ = decode_in_steps(&input, step);
+            }
+
+            /// Any body the encoder writes decodes to the same bytes and trailers, however the
+            /// socket splits it.
+            #[test]
+            fn what_the_encoder_writes_decodes_back(
+                chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..8),
+                trailer in proptest::option::of("[a-z]{1,8}"),
+                step in 1usize..97,
+            ) {
+                let mut wire = Vec::new();
+                for chunk in &chunks {
+                    write_chunk(&Bytes::from(chunk.clone()), &mut wire);
+                }
+                let trailers = trailer.as_ref().map(|value| {
+                    let mut map = HeaderMap::new();
+                    map.insert("x-check", value.parse().unwrap());
+                    map
+                });
+                write_last_chunk(trailers.as_ref(), &mut wire);
+                let (data, decoded_trailers) = decode_in_steps(&wire, step).unwrap();
+                prop_assert_eq!(data, chunks.concat());
+                prop_assert_eq!(decoded_trailers, trailers);
+            }
+        }
+    }
 }

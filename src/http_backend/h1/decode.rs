@@ -316,4 +316,37 @@ mod tests {
             HeadError::TooLarge
         );
     }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            /// Arbitrary bytes from a backend give a head, "need more" or an error; never a
+            /// panic.
+            #[test]
+            fn arbitrary_bytes_never_panic(input in proptest::collection::vec(any::<u8>(), 0..800), head_request: bool) {
+                let _ = parse_head(&mut BytesMut::from(&input[..]), head_request);
+            }
+
+            /// Mangled heads (a valid one with bytes replaced) never panic either, and a head cut
+            /// anywhere short of its end is "need more", not an error.
+            #[test]
+            fn cut_or_mangled_heads(cut in 0usize..80, at in 0usize..80, byte: u8) {
+                let head = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-Id: b\r\n\r\nabc";
+                let head_len = head.len() - 3;
+                if cut < head_len {
+                    prop_assert!(parse_head(&mut BytesMut::from(&head[..cut]), false).unwrap().is_none());
+                }
+                let mut mangled = head.to_vec();
+                if at < mangled.len() {
+                    mangled[at] = byte;
+                }
+                let _ = parse_head(&mut BytesMut::from(&mangled[..]), false);
+            }
+        }
+    }
 }
