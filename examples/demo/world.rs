@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tower::ServiceExt;
 use tower_sticky::http_backend::HttpBackend;
 use tower_sticky::serve::with_client_addr;
 use tower_sticky::{Backends, StickyLayer};
@@ -26,12 +29,28 @@ impl Server {
     pub async fn start(router: Router) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        // Connections live in a set of this task's, so a kill drops them all at once, as a crash
+        // would (`axum::serve` would leave its connection tasks running).
         let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, router);
-            tokio::select! {
-                _ = serve => {}
-                _ = stopped => {}
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        let router = router.clone();
+                        let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                            router.clone().oneshot(req.map(axum::body::Body::new))
+                        });
+                        connections.spawn(
+                            hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service),
+                        );
+                    }
+                    _ = &mut stopped => break,
+                    // Reap finished connections so the set does not grow.
+                    Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                }
             }
         });
         Ok(Self {
@@ -45,7 +64,7 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
-    /// Stops the server at once: the listener closes and connections are dropped.
+    /// Stops the server at once: the listener closes and every connection is dropped.
     pub async fn kill(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
