@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version, response};
 
 /// The largest response head accepted, and the most header fields in it.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
-const MAX_HEADERS: usize = 128;
+const MAX_HEADERS: usize = 100;
 
 /// How the body after a head is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,31 +52,12 @@ pub(crate) fn parse_head(
     head_request: bool,
 ) -> Result<Option<Head>, HeadError> {
     loop {
-        let len = {
-            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut res = httparse::Response::new(&mut fields);
-            match res.parse(buf) {
-                Ok(httparse::Status::Complete(len)) => len,
-                Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-                    return Err(HeadError::TooLarge);
-                }
-                Ok(httparse::Status::Partial) => return Ok(None),
-                Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-                Err(_) => return Err(HeadError::Malformed),
-            }
+        let mut fields = [Field::EMPTY; MAX_HEADERS];
+        let Some(parsed) = scan(buf, &mut fields)? else {
+            return Ok(None);
         };
-        // Parsed again on the frozen head so that header values are slices of it (no copy per
-        // field); heads are small and the parser is fast, so this costs less than copying.
-        let head = buf.split_to(len).freeze();
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut res = httparse::Response::new(&mut fields);
-        if !matches!(res.parse(&head), Ok(httparse::Status::Complete(_))) {
-            return Err(HeadError::Malformed);
-        }
-        let status = res
-            .code
-            .and_then(|code| StatusCode::from_u16(code).ok())
-            .ok_or(HeadError::Malformed)?;
+        let head = buf.split_to(parsed.len).freeze();
+        let status = StatusCode::from_u16(parsed.code).map_err(|_| HeadError::Malformed)?;
         if status == StatusCode::SWITCHING_PROTOCOLS {
             return Err(HeadError::SwitchingProtocols);
         }
@@ -84,11 +65,18 @@ pub(crate) fn parse_head(
             // 100 Continue, 103 Early Hints: interim answers; the final one follows.
             continue;
         }
-        let version = match res.version {
-            Some(0) => Version::HTTP_10,
+        let version = match parsed.minor {
+            0 => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        let mut headers = header_map(&head, res.headers).map_err(|()| HeadError::Malformed)?;
+        let mut headers = HeaderMap::with_capacity(parsed.count);
+        for field in &fields[..parsed.count] {
+            let name = HeaderName::from_bytes(&head[range(field.name)])
+                .map_err(|_| HeadError::Malformed)?;
+            let value = HeaderValue::from_maybe_shared(head.slice(range(field.value)))
+                .map_err(|_| HeadError::Malformed)?;
+            headers.append(name, value);
+        }
         let keep_alive = keeps_alive(version, &headers);
         let (framing, keep_alive) = framing(status, head_request, &mut headers, keep_alive)?;
         let (mut parts, ()) = http::Response::new(()).into_parts();
@@ -101,6 +89,71 @@ pub(crate) fn parse_head(
             keep_alive,
         }));
     }
+}
+
+/// Where a field's name and value are in the head: start and end offsets (a head is at most
+/// `MAX_HEAD` bytes, so `u32` holds them).
+#[derive(Debug, Clone, Copy)]
+struct Field {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+impl Field {
+    const EMPTY: Self = Self {
+        name: (0, 0),
+        value: (0, 0),
+    };
+}
+
+fn range((start, end): (u32, u32)) -> std::ops::Range<usize> {
+    start as usize..end as usize
+}
+
+/// A complete head found at the start of a buffer, its fields recorded by position, so the buffer
+/// can be split and frozen after the parser's borrow of it ends (header values then share its
+/// memory: no copy per field, and the head is parsed once).
+struct Scanned {
+    len: usize,
+    code: u16,
+    minor: u8,
+    /// How many of the fields were filled.
+    count: usize,
+}
+
+fn scan(buf: &[u8], fields: &mut [Field; MAX_HEADERS]) -> Result<Option<Scanned>, HeadError> {
+    // Uninitialised slots (safe to make, filled by the parser): initialising a hundred empty
+    // headers on every response cost more than parsing the head.
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let config = httparse::ParserConfig::default();
+    let len = match config.parse_response_with_uninit_headers(&mut res, buf, &mut slots) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(_) => return Err(HeadError::Malformed),
+    };
+    let base = buf.as_ptr() as usize;
+    // Offsets within `buf`, which is shorter than `MAX_HEAD` + one read.
+    let offsets = |part: &[u8]| {
+        let start = part.as_ptr() as usize - base;
+        (start as u32, (start + part.len()) as u32)
+    };
+    let scanned = Scanned {
+        len,
+        code: res.code.ok_or(HeadError::Malformed)?,
+        minor: res.version.ok_or(HeadError::Malformed)?,
+        count: res.headers.len(),
+    };
+    for (slot, field) in fields.iter_mut().zip(res.headers.iter()) {
+        *slot = Field {
+            name: offsets(field.name.as_bytes()),
+            value: offsets(field.value),
+        };
+    }
+    Ok(Some(scanned))
 }
 
 /// The header fields `httparse` found in `base`, as a map whose values share `base`'s memory.
