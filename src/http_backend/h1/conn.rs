@@ -38,6 +38,10 @@ impl Conn {
     }
 
     /// Reads what the socket has into the read buffer; `Ok(0)` is the end of the stream.
+    ///
+    /// Through `AsyncRead` rather than `try_read_buf`: after a short read (the socket drained)
+    /// tokio forgets the readiness, so the next look at this idle connection ([`Self::is_usable`])
+    /// costs no system call unless the backend has sent something (such as its close) since.
     pub(crate) fn poll_fill(
         &mut self,
         cx: &mut Context<'_>,
@@ -46,13 +50,7 @@ impl Conn {
         if self.read.capacity() - self.read.len() < want / 4 {
             self.read.reserve(want);
         }
-        loop {
-            ready!(self.io.poll_read_ready(cx))?;
-            match self.io.try_read_buf(&mut self.read) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                result => return Poll::Ready(result),
-            }
-        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
     }
 
     /// Writes the write buffer from `*pos` on; clears it once all is written.
