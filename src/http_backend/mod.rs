@@ -1,10 +1,12 @@
 //! [`HttpBackend`]: a `tower::Service` that forwards requests to a remote HTTP base URL.
 //!
-//! It is what a gateway puts in a [`Backends`](crate::Backends) set: a hyper client with its own
-//! keep-alive pool (HTTP/1.1, or h2c with prior knowledge) that rewrites the authority, adds
-//! `X-Forwarded-For` / `X-Forwarded-Proto` / `X-Forwarded-Host` / `Forwarded` (see
-//! [`ForwardedHeaders`]), removes hop-by-hop headers both ways, and streams bodies both ways. Needs the `axum` feature (its response body
-//! is `axum::body::Body`, so `Sticky<HttpBackend>` can be served by `axum::serve`).
+//! It is what a gateway puts in a [`Backends`](crate::Backends) set: an HTTP client with its own
+//! keep-alive pool that rewrites the authority, adds `X-Forwarded-For` / `X-Forwarded-Proto` /
+//! `X-Forwarded-Host` / `Forwarded` (see [`ForwardedHeaders`]), removes hop-by-hop headers both
+//! ways, and streams bodies both ways. HTTP/1.1 runs on the calling task with no connection task
+//! of its own (the `h1` module); h2c with prior knowledge runs on hyper's client. Needs the `axum`
+//! feature (its response body is `axum::body::Body`, so `Sticky<HttpBackend>` can be served by
+//! `axum::serve`).
 
 mod body;
 mod error;
@@ -39,7 +41,9 @@ use crate::{BoxError, ReplayBudget};
 
 /// Forwards requests to one remote HTTP server, like a reverse proxy's upstream.
 ///
-/// Clones share one connection pool. Timeouts: `connect_timeout` bounds making a connection
+/// Clones share one connection pool. Over HTTP/1.1 the request is written and the response read by
+/// the task that polls the response future and body (the one serving the client's connection),
+/// so a proxied request is never handed between tasks. Timeouts: `connect_timeout` bounds making a connection
 /// (default 2 s; a request that could not connect was not sent and is retried elsewhere by
 /// `Sticky`), `request_timeout` bounds the wait for the response head (default 30 s; the body
 /// then streams for as long as it takes). Only `http://` base URLs are supported (no TLS).
