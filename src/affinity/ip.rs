@@ -260,6 +260,10 @@ impl Affinity for IpHash {
         "ip-hash"
     }
 
+    fn edits_requests(&self) -> bool {
+        false
+    }
+
     fn rings(&self) -> Vec<RingKind> {
         match self.mode {
             Mode::Ring(kind) => vec![kind],
