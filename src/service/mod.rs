@@ -333,24 +333,6 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let (mut parts, body) = req.into_parts();
-        if let Some(replay) = &self.routing.policy.replay {
-            if replay.methods.contains(&parts.method) {
-                parts.extensions.insert(replay.budget);
-            }
-        }
-        match self.routing.pick(&mut parts, &[]) {
-            Ok(attempt) => {
-                // Only a future that may retry or judge the response needs the routing.
-                let keep = <S::Error as InnerError<Request<ReqBody>, ResBody>>::GIVES_REQUESTS_BACK
-                    || self.routing.policy.passive.is_some();
-                ResponseFuture::routed(
-                    attempt,
-                    Request::from_parts(parts, body),
-                    keep.then(|| Arc::clone(&self.routing)),
-                )
-            }
-            Err(why) => ResponseFuture::unavailable(why),
-        }
+        ResponseFuture::start(&self.routing, req)
     }
 }
