@@ -353,6 +353,24 @@ mod tests {
     }
 
     #[test]
+    fn in_flight_counts_each_request_until_it_is_answered_or_dropped() {
+        let s = Arc::new(BackendState::default());
+        let mut answered = s.begin();
+        let failed = s.begin();
+        let cancelled = s.begin();
+        assert_eq!(s.in_flight(), 3);
+        answered.responded(None);
+        answered.responded(None);
+        assert_eq!((s.in_flight(), s.responses()), (2, 1), "answered once, counted once");
+        drop(answered);
+        assert_eq!(s.in_flight(), 2, "dropping an answered request counts nothing more");
+        failed.failed();
+        drop(failed);
+        drop(cancelled);
+        assert_eq!((s.in_flight(), s.requests(), s.errors()), (0, 3, 1));
+    }
+
+    #[test]
     fn probes_rise_and_fall() {
         let s = BackendState::default();
         assert_eq!(s.record_probe(false, 2, 2), None);
