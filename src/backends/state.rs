@@ -361,9 +361,17 @@ mod tests {
         assert_eq!(s.in_flight(), 3);
         answered.responded(None);
         answered.responded(None);
-        assert_eq!((s.in_flight(), s.responses()), (2, 1), "answered once, counted once");
+        assert_eq!(
+            (s.in_flight(), s.responses()),
+            (2, 1),
+            "answered once, counted once"
+        );
         drop(answered);
-        assert_eq!(s.in_flight(), 2, "dropping an answered request counts nothing more");
+        assert_eq!(
+            s.in_flight(),
+            2,
+            "dropping an answered request counts nothing more"
+        );
         failed.failed();
         drop(failed);
         drop(cancelled);
