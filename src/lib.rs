@@ -55,6 +55,7 @@
 pub mod affinity;
 mod backends;
 mod error;
+mod extensions;
 pub mod hash;
 mod headers;
 pub mod health;

@@ -88,7 +88,8 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> S::Future {
-        req.extensions_mut().insert(ClientAddr(self.addr));
+        // With room for what `Sticky` and the router add after it (see `crate::extensions`).
+        crate::extensions::insert_roomy(req.extensions_mut(), ClientAddr(self.addr));
         self.service.call(req)
     }
 }

@@ -22,22 +22,30 @@ use crate::ring::RingKind;
 #[derive(Debug, Clone, Default)]
 pub struct Chain {
     strategies: Vec<Arc<dyn Affinity>>,
+    /// Whether any strategy edits requests: most chains have none, and then preparing a request
+    /// is one branch instead of a virtual call per strategy.
+    edits: bool,
 }
 
 impl Chain {
     /// An empty chain.
-    pub fn new() -> Self {
-        Self::default()
+    pub const fn new() -> Self {
+        Self {
+            strategies: Vec::new(),
+            edits: false,
+        }
     }
 
     /// Appends a strategy, asked after the ones already in the chain.
     pub fn then(mut self, strategy: impl Affinity) -> Self {
+        self.edits |= strategy.edits_requests();
         self.strategies.push(Arc::new(strategy));
         self
     }
 
     /// Appends a shared strategy.
     pub fn then_shared(mut self, strategy: Arc<dyn Affinity>) -> Self {
+        self.edits |= strategy.edits_requests();
         self.strategies.push(strategy);
         self
     }
@@ -89,8 +97,15 @@ impl Affinity for Chain {
     }
 
     fn prepare_request(&self, req: &mut http::request::Parts) {
+        if !self.edits {
+            return;
+        }
         for strategy in &self.strategies {
             strategy.prepare_request(req);
         }
+    }
+
+    fn edits_requests(&self) -> bool {
+        self.edits
     }
 }

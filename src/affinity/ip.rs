@@ -176,6 +176,11 @@ fn prefix_mask128(bits: u8) -> u128 {
 #[inline]
 pub(crate) fn select_on_ring(ctx: &RouteContext<'_>, kind: RingKind, key: &[u8]) -> Selection {
     let ring = ctx.ring(kind);
+    // The usual case, the key's own member usable, without the walk's callback; only a failover
+    // hashes the key again.
+    if let Some(position) = ring.primary(key).filter(|&p| ctx.is_usable(p)) {
+        return Selection::Chosen(Choice::new(position, Reason::Sticky));
+    }
     let mut primary = None;
     let found = ring.find(key, &mut |position| {
         primary.get_or_insert(position);
@@ -258,6 +263,10 @@ impl Affinity for IpHash {
 
     fn name(&self) -> &'static str {
         "ip-hash"
+    }
+
+    fn edits_requests(&self) -> bool {
+        false
     }
 
     fn rings(&self) -> Vec<RingKind> {

@@ -176,6 +176,10 @@ impl Affinity for KeyHash {
         "key-hash"
     }
 
+    fn edits_requests(&self) -> bool {
+        false
+    }
+
     fn rings(&self) -> Vec<RingKind> {
         vec![self.ring]
     }

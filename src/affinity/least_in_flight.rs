@@ -63,4 +63,8 @@ impl Affinity for LeastInFlight {
     fn name(&self) -> &'static str {
         "least-in-flight"
     }
+
+    fn edits_requests(&self) -> bool {
+        false
+    }
 }

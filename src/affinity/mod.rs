@@ -82,6 +82,13 @@ pub trait Affinity: Send + Sync + fmt::Debug + 'static {
     /// nothing). Cookie affinity in [`indirect`](cookie::CookieAffinityBuilder::indirect) mode
     /// removes its own cookie here, so backends never see it.
     fn prepare_request(&self, _req: &mut http::request::Parts) {}
+
+    /// Whether [`prepare_request`](Self::prepare_request) may change requests (by default
+    /// `true`). A strategy whose `prepare_request` does nothing returns `false`, so that a chain
+    /// of such strategies skips the calls on every request.
+    fn edits_requests(&self) -> bool {
+        true
+    }
 }
 
 /// What a strategy decided.

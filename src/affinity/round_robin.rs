@@ -46,4 +46,8 @@ impl Affinity for RoundRobin {
     fn name(&self) -> &'static str {
         "round-robin"
     }
+
+    fn edits_requests(&self) -> bool {
+        false
+    }
 }

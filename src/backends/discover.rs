@@ -83,11 +83,17 @@ impl<S: Clone + Send + 'static> Backends<S> {
 impl<S: Clone> Shared<S> {
     /// Applies every change the discovery stream has ready, as one snapshot rebuild. Never
     /// blocks: if another clone is polling right now, this one skips.
+    // Inlined: `Sticky::poll_ready` calls it for every request, and without a discovery stream
+    // (most setups) it is one load; the polling itself stays out of line.
+    #[inline]
     pub(crate) fn poll_discover(&self, cx: &mut Context<'_>) {
-        let slot = &self.discover;
-        if !slot.active.load(Ordering::Acquire) {
-            return;
+        if self.discover.active.load(Ordering::Acquire) {
+            self.poll_discover_stream(cx);
         }
+    }
+
+    fn poll_discover_stream(&self, cx: &mut Context<'_>) {
+        let slot = &self.discover;
         let Ok(mut guard) = slot.stream.try_lock() else {
             return;
         };

@@ -12,9 +12,13 @@ use crate::metrics::histogram::Histogram;
 /// membership changes for as long as the id stays in the set.
 #[derive(Debug)]
 pub struct BackendState {
-    in_flight: AtomicU64,
+    // No in-flight counter of its own: it is `requests - responses - unanswered`, so a request
+    // that is answered (nearly all of them) costs two atomic additions, not four (an uncontended
+    // `lock xadd` costs about twenty cycles, a measurable part of `Sticky`'s per-request cost).
     requests: AtomicU64,
     responses: AtomicU64,
+    /// Requests that finished without a response going back (errors, cancelled futures).
+    unanswered: AtomicU64,
     errors: AtomicU64,
     new_assignments: AtomicU64,
     reassignments: AtomicU64,
@@ -40,9 +44,9 @@ pub struct BackendState {
 impl Default for BackendState {
     fn default() -> Self {
         Self {
-            in_flight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             responses: AtomicU64::new(0),
+            unanswered: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             new_assignments: AtomicU64::new(0),
             reassignments: AtomicU64::new(0),
@@ -75,7 +79,15 @@ fn now_ms() -> u64 {
 impl BackendState {
     /// Requests sent to this backend that have not finished yet.
     pub fn in_flight(&self) -> u64 {
-        self.in_flight.load(Ordering::Relaxed)
+        // The finished counts first, with acquire loads of the release increments: every request
+        // they count was counted in `requests` before, so reading `requests` after them does not
+        // see fewer starts than ends. Saturating all the same: it is a load estimate.
+        let answered = self.responses.load(Ordering::Acquire);
+        let unanswered = self.unanswered.load(Ordering::Acquire);
+        self.requests
+            .load(Ordering::Relaxed)
+            .saturating_sub(answered)
+            .saturating_sub(unanswered)
     }
 
     /// Requests (attempts, retries included) sent to this backend so far.
@@ -163,10 +175,10 @@ impl BackendState {
     /// cancelled response future is counted too.
     pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
         let n = self.requests.fetch_add(1, Ordering::Relaxed);
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight {
             state: Arc::clone(self),
             timed: n % LATENCY_SAMPLE_EVERY == 0,
+            answered: false,
         }
     }
 
@@ -270,6 +282,9 @@ pub(crate) struct InFlight {
     state: Arc<BackendState>,
     /// Whether this request's latency is measured (see [`LATENCY_SAMPLE_EVERY`]).
     timed: bool,
+    /// Counted in `responses`, so it is no longer in flight; otherwise dropping it counts it in
+    /// `unanswered`.
+    answered: bool,
 }
 
 impl InFlight {
@@ -284,8 +299,11 @@ impl InFlight {
 
     /// The backend answered with a response that goes back to the client; `latency` is given
     /// for timed requests.
-    pub(crate) fn responded(&self, latency: Option<Duration>) {
-        self.state.responses.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn responded(&mut self, latency: Option<Duration>) {
+        if !self.answered {
+            self.answered = true;
+            self.state.responses.fetch_add(1, Ordering::Release);
+        }
         if let Some(latency) = latency {
             self.state.latency.record(latency);
         }
@@ -299,7 +317,9 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if !self.answered {
+            self.state.unanswered.fetch_add(1, Ordering::Release);
+        }
     }
 }
 
@@ -330,6 +350,32 @@ mod tests {
         assert!(s.record_success(), "one success readmits");
         assert_eq!(s.health(), HealthState::Healthy);
         assert_eq!(s.ejections(), 2);
+    }
+
+    #[test]
+    fn in_flight_counts_each_request_until_it_is_answered_or_dropped() {
+        let s = Arc::new(BackendState::default());
+        let mut answered = s.begin();
+        let failed = s.begin();
+        let cancelled = s.begin();
+        assert_eq!(s.in_flight(), 3);
+        answered.responded(None);
+        answered.responded(None);
+        assert_eq!(
+            (s.in_flight(), s.responses()),
+            (2, 1),
+            "answered once, counted once"
+        );
+        drop(answered);
+        assert_eq!(
+            s.in_flight(),
+            2,
+            "dropping an answered request counts nothing more"
+        );
+        failed.failed();
+        drop(failed);
+        drop(cancelled);
+        assert_eq!((s.in_flight(), s.requests(), s.errors()), (0, 3, 1));
     }
 
     #[test]

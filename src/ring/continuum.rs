@@ -85,6 +85,17 @@ impl Continuum {
 
     /// Walks the circle clockwise from `hash`, offering each member once, and returns the first
     /// one `accept` takes.
+    /// The owner of the first point at or after `hash`: what [`find`](Self::find) offers first.
+    #[inline]
+    pub(crate) fn primary(&self, hash: u64) -> Option<usize> {
+        if self.points.is_empty() {
+            return None;
+        }
+        self.owners
+            .get(self.start(hash))
+            .map(|&owner| owner as usize)
+    }
+
     pub(crate) fn find(&self, hash: u64, accept: &mut dyn FnMut(usize) -> bool) -> Option<usize> {
         let len = self.points.len();
         if len == 0 {

@@ -83,4 +83,9 @@ impl Ring for KetamaRing {
     fn find(&self, key: &[u8], accept: &mut dyn FnMut(usize) -> bool) -> Option<usize> {
         self.circle.find(key_hash(key), accept)
     }
+
+    // Without the callback of the default: the routing fast path asks this first.
+    fn primary(&self, key: &[u8]) -> Option<usize> {
+        self.circle.primary(key_hash(key))
+    }
 }

@@ -87,6 +87,11 @@ impl Ring for KetamaCompatRing {
     fn find(&self, key: &[u8], accept: &mut dyn FnMut(usize) -> bool) -> Option<usize> {
         self.circle.find(widen(crc32fast::hash(key)), accept)
     }
+
+    // Without the callback of the default: the routing fast path asks this first.
+    fn primary(&self, key: &[u8]) -> Option<usize> {
+        self.circle.primary(widen(crc32fast::hash(key)))
+    }
 }
 
 /// Places a 32-bit hash in the top half of the 64-bit circle, which keeps the order (so the

@@ -247,6 +247,14 @@ impl Ring for MaglevRing {
         self.members
     }
 
+    // Without the callback of the default: the routing fast path asks this first.
+    fn primary(&self, key: &[u8]) -> Option<usize> {
+        if self.table.len() == 0 {
+            return None;
+        }
+        self.table.get(self.slot(key_hash(key)))
+    }
+
     fn find(&self, key: &[u8], accept: &mut dyn FnMut(usize) -> bool) -> Option<usize> {
         let size = self.table.len();
         if size == 0 {

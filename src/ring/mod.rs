@@ -228,6 +228,34 @@ fn set_bit(bits: &mut [u64], index: usize) -> bool {
 mod tests {
     use super::*;
 
+    /// `primary` is overridden by every ring for speed; it must stay `find`'s first offer.
+    #[test]
+    fn primary_is_the_first_member_find_offers() {
+        let ids: Vec<crate::BackendId> = (0..7).map(|i| format!("10.0.0.{i}:80").into()).collect();
+        let members: Vec<RingMember<'_>> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| RingMember {
+                id,
+                weight: 1 + (i as u32 % 3),
+            })
+            .collect();
+        for kind in [RingKind::Ketama, RingKind::KetamaCompat, RingKind::maglev()] {
+            let ring = kind.build(&members);
+            let empty = kind.build(&[]);
+            assert_eq!(empty.primary(b"k"), None, "{kind:?}");
+            for n in 0..2_000u32 {
+                let key = n.to_be_bytes();
+                let mut first = None;
+                ring.find(&key, &mut |p| {
+                    first.get_or_insert(p);
+                    true
+                });
+                assert_eq!(ring.primary(&key), first, "{kind:?} key {n}");
+            }
+        }
+    }
+
     #[test]
     fn visited_counts_each_member_once_in_every_mode() {
         for members in [1usize, 10, 64, 65, 200, 5000] {

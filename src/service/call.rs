@@ -42,8 +42,14 @@ pin_project! {
 }
 
 impl<S: Service<Req>, Req> Call<S, Req> {
+    /// Borrows the service rather than taking it: the caller drops its clone only after the call
+    /// is stored in place, so the inner future is not first kept aside (and copied, hundreds of
+    /// bytes for an axum router) while the clone is dropped.
     #[inline]
-    pub(crate) fn start(mut service: S, req: Req) -> Self {
+    pub(crate) fn start(service: &mut S, req: Req) -> Self
+    where
+        S: Clone,
+    {
         // A no-op waker: if the service is not ready, `oneshot` asks again with the real one.
         let mut cx = Context::from_waker(Waker::noop());
         match service.poll_ready(&mut cx) {
@@ -51,8 +57,9 @@ impl<S: Service<Req>, Req> Call<S, Req> {
                 future: service.call(req),
             },
             Poll::Ready(Err(error)) => Call::Refused { error: Some(error) },
+            // Rare (a busy backend): one more clone is cheap next to boxing the oneshot.
             Poll::Pending => Call::Waiting {
-                future: Box::pin(service.oneshot(req)),
+                future: Box::pin(service.clone().oneshot(req)),
             },
         }
     }

@@ -35,6 +35,12 @@ pub trait InnerError<Req, ResBody>: Sized {
     /// The error `Sticky` returns in the end.
     type Error;
 
+    /// Whether [`delivery`](Self::delivery) can ever answer `Some` (by default `true`). `false`
+    /// (as for `Infallible` and `BoxError`) tells `Sticky` that it will never retry this
+    /// service's requests, so without passive health its response futures need not hold on to
+    /// the backends and the policy: one atomic reference count less per request.
+    const GIVES_REQUESTS_BACK: bool = true;
+
     /// Whether the request can be given back to be sent to another backend, and why.
     fn delivery(&self) -> Option<Delivery>;
 
@@ -48,6 +54,7 @@ pub trait InnerError<Req, ResBody>: Sized {
 
 impl<Req, ResBody> InnerError<Req, ResBody> for Infallible {
     type Error = Infallible;
+    const GIVES_REQUESTS_BACK: bool = false;
 
     fn delivery(&self) -> Option<Delivery> {
         match *self {}
@@ -64,6 +71,7 @@ impl<Req, ResBody> InnerError<Req, ResBody> for Infallible {
 
 impl<Req, ResBody> InnerError<Req, ResBody> for BoxError {
     type Error = BoxError;
+    const GIVES_REQUESTS_BACK: bool = false;
 
     fn delivery(&self) -> Option<Delivery> {
         None

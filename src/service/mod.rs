@@ -135,6 +135,17 @@ pub(crate) struct Policy {
     pub(crate) replay: Option<ReplayPolicy>,
 }
 
+/// What a response future without its routing (see [`InnerError::GIVES_REQUESTS_BACK`]) applies:
+/// no passive health, no retries.
+pub(crate) static DETACHED: Policy = Policy {
+    chain: Chain::new(),
+    passive: None,
+    retry_not_sent: false,
+    max_retries: 0,
+    panic_threshold: None,
+    replay: None,
+};
+
 impl Default for Policy {
     fn default() -> Self {
         Self {
@@ -246,7 +257,8 @@ impl Policy {
         self.chain.prepare_request(parts);
         let in_flight = state.begin();
         facade::record(member.id(), state, Event::Begin);
-        parts.extensions.insert(routed.clone());
+        // With room for what the inner service adds (see `crate::extensions`).
+        crate::extensions::insert_roomy(&mut parts.extensions, routed.clone());
         Ok(Attempt {
             service: service.clone(),
             in_flight,
@@ -321,19 +333,6 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let (mut parts, body) = req.into_parts();
-        if let Some(replay) = &self.routing.policy.replay {
-            if replay.methods.contains(&parts.method) {
-                parts.extensions.insert(replay.budget);
-            }
-        }
-        match self.routing.pick(&mut parts, &[]) {
-            Ok(attempt) => ResponseFuture::routed(
-                attempt,
-                Request::from_parts(parts, body),
-                Arc::clone(&self.routing),
-            ),
-            Err(why) => ResponseFuture::unavailable(why, Arc::clone(&self.routing)),
-        }
+        ResponseFuture::start(&self.routing, req)
     }
 }

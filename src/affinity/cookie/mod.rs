@@ -227,6 +227,10 @@ impl Affinity for CookieAffinity {
             crate::headers::remove_cookie(&mut req.headers, name);
         }
     }
+
+    fn edits_requests(&self) -> bool {
+        self.hidden.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
