@@ -177,19 +177,26 @@ RESULTS=()
 run_pair() { # label, peer kind, peer setup fn, gateway args (string), lua, cookie name for gateway, cookie for peer
     local label=$1 peer=$2 setup=$3 gwargs=$4 lua=$5 gwcookie=$6 peercookie=$7
     local gw_sum=0 peer_sum=0 gw_line peer_line
-    for round in $(seq 1 "$ROUNDS"); do
+    measure_gateway() {
         # shellcheck disable=SC2086
         start_proxy gateway $gwargs
         local hdr=()
         if [ -n "$gwcookie" ]; then hdr=(-H "Cookie: $(cookie_of "$gwcookie")"); fi
         gw_line=$(measure "$lua" "${hdr[@]}")
         stop_proxy
+    }
+    measure_peer() {
         $setup
         start_proxy "$peer"
-        hdr=()
+        local hdr=()
         if [ -n "$peercookie" ]; then hdr=(-H "Cookie: $peercookie"); fi
         peer_line=$(measure "$lua" "${hdr[@]}")
         stop_proxy
+    }
+    for round in $(seq 1 "$ROUNDS"); do
+        # Odd rounds measure the gateway first, even rounds the peer first, so that whatever
+        # favours the first (or second) run of a round favours both alike.
+        if [ $((round % 2)) -eq 1 ]; then measure_gateway; measure_peer; else measure_peer; measure_gateway; fi
         echo "  round $round: gateway $gw_line | $peer $peer_line" >&2
         gw_sum=$(echo "$gw_sum + $(echo "$gw_line" | cut -d' ' -f1)" | bc -l)
         peer_sum=$(echo "$peer_sum + $(echo "$peer_line" | cut -d' ' -f1)" | bc -l)
@@ -226,8 +233,13 @@ want header && run_pair "header:X-User vs hash \$http_x_user consistent" nginx s
 ovh_bare=0; ovh_sticky=0
 want overhead || ROUNDS_OVH=0
 for round in $(seq 1 "${ROUNDS_OVH:-$ROUNDS}"); do
-    start_proxy overhead-bare; b=$(measure ""); stop_proxy
-    start_proxy overhead-sticky; s=$(measure ""); stop_proxy
+    if [ $((round % 2)) -eq 1 ]; then
+        start_proxy overhead-bare; b=$(measure ""); stop_proxy
+        start_proxy overhead-sticky; s=$(measure ""); stop_proxy
+    else
+        start_proxy overhead-sticky; s=$(measure ""); stop_proxy
+        start_proxy overhead-bare; b=$(measure ""); stop_proxy
+    fi
     echo "  round $round: bare $b | sticky $s" >&2
     ovh_bare=$(echo "$ovh_bare + $(echo "$b" | cut -d' ' -f1)" | bc -l)
     ovh_sticky=$(echo "$ovh_sticky + $(echo "$s" | cut -d' ' -f1)" | bc -l)
