@@ -32,29 +32,41 @@ fn value_if_named<'p>(pair: &'p str, name: &str) -> Option<&'p str> {
 /// the usual single line is rewritten in place (or removed when only our cookie was in it).
 pub(crate) fn remove_cookie(headers: &mut HeaderMap, name: &str) {
     let is_ours = |pair: &str| value_if_named(pair, name).is_some();
-    let mut lines = 0usize;
-    let mut found = false;
-    for line in headers.get_all(COOKIE) {
-        lines += 1;
-        found |= line.to_str().is_ok_and(|text| text.split(';').any(is_ours));
-    }
-    if !found {
-        return;
-    }
-    if lines == 1 {
-        let kept = headers
-            .get(COOKIE)
-            .and_then(|line| line.to_str().ok())
-            .map(|text| without(text, is_ours))
-            .unwrap_or_default();
-        match HeaderValue::from_str(&kept) {
-            Ok(value) if !kept.is_empty() => {
-                headers.insert(COOKIE, value);
-            }
-            _ => {
-                headers.remove(COOKIE);
+    let mut lines = headers.get_all(COOKIE).iter();
+    let (first, second) = (lines.next(), lines.next());
+    if let (Some(line), None) = (first, second) {
+        // The usual single line: one pass says whether it holds our cookie and anything else;
+        // only a line that holds both is rebuilt.
+        let Ok(text) = line.to_str() else {
+            return;
+        };
+        let (mut ours, mut others) = (false, false);
+        for pair in text.split(';').filter(|p| !p.trim().is_empty()) {
+            if is_ours(pair) {
+                ours = true;
+            } else {
+                others = true;
             }
         }
+        match (ours, others) {
+            (false, _) => {}
+            (true, false) => {
+                headers.remove(COOKIE);
+            }
+            (true, true) => {
+                // The kept pairs were valid header text and "; " is too.
+                if let Ok(value) = HeaderValue::from_str(&without(text, is_ours)) {
+                    headers.insert(COOKIE, value);
+                }
+            }
+        }
+        return;
+    }
+    let found = headers
+        .get_all(COOKIE)
+        .iter()
+        .any(|line| line.to_str().is_ok_and(|text| text.split(';').any(is_ours)));
+    if !found {
         return;
     }
     let rebuilt: Vec<HeaderValue> = headers
