@@ -41,12 +41,12 @@ use crate::{BoxError, ReplayBudget};
 
 /// Forwards requests to one remote HTTP server, like a reverse proxy's upstream.
 ///
-/// Clones share one connection pool. Over HTTP/1.1 the request is written and the response read by
-/// the task that polls the response future and body (the one serving the client's connection),
-/// so a proxied request is never handed between tasks. Timeouts: `connect_timeout` bounds making a connection
-/// (default 2 s; a request that could not connect was not sent and is retried elsewhere by
-/// `Sticky`), `request_timeout` bounds the wait for the response head (default 30 s; the body
-/// then streams for as long as it takes). Only `http://` base URLs are supported (no TLS).
+/// Clones share one connection pool. Over HTTP/1.1 the request is written and the response read
+/// by the task that polls the response future and body (the one serving the client's
+/// connection), so a proxied request is never handed between tasks. Timeouts: `connect_timeout`
+/// bounds making a connection (default 2 s; a request that could not connect was not sent and
+/// is retried elsewhere by `Sticky`), `request_timeout` bounds the wait for the response head
+/// (default 30 s; the body then streams for as long as it takes). Only `http://` base URLs are supported (no TLS).
 ///
 /// Errors are [`HttpBackendError`]s naming the backend; inside a `Sticky` they become retries or
 /// `502`/`504` responses, so `Sticky<HttpBackend>` is infallible.
