@@ -9,6 +9,7 @@
 #   scripts/instructions.sh                     # header:X-User (default)
 #   STRATEGY=cookie scripts/instructions.sh     # cookie-pinned vs cookie SRV insert indirect
 #   STRATEGY=ip scripts/instructions.sh         # ip-ring vs balance source + consistent
+#   GATEWAY_ARGS="--request-timeout none" scripts/instructions.sh   # extra gateway flags
 #
 # callgrind cannot see SHA-NI, so the cookie strategy's HMAC counts as about 7,000 instructions
 # more than it costs natively.
@@ -105,7 +106,9 @@ count() {
 }
 requests() { awk '/requests in/ {print $1}' "$WORK/$1.wrk"; }
 
-gateway=(target/release/examples/gateway --listen "$PROXY" --threads 1 "${gw_strategy[@]}"
+# shellcheck disable=SC2206
+extra_args=(${GATEWAY_ARGS:-})
+gateway=(target/release/examples/gateway --listen "$PROXY" --threads 1 "${gw_strategy[@]}" "${extra_args[@]}"
     --forwarded-headers x-forwarded-for --backend a=http://127.0.0.1:19101
     --backend b=http://127.0.0.1:19102 --backend c=http://127.0.0.1:19103)
 gw_total=$(count gateway yes "${gateway[@]}")
