@@ -7,22 +7,34 @@
 # Also: an axum router bare vs behind Sticky in process.
 #
 #   scripts/bench-e2e.sh            # writes target/bench-e2e.md and prints it
-#   DURATION=10 ROUNDS=3 THREADS=1 CONNECTIONS=32 scripts/bench-e2e.sh
+#   DURATION=2 ROUNDS=12 THREADS=1 CONNECTIONS=32 ONLY="cookie ip" scripts/bench-e2e.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=${DURATION:-8}        # seconds per measurement
-ROUNDS=${ROUNDS:-2}            # alternating rounds per pair
+DURATION=${DURATION:-2}        # seconds per slice (one side loaded, the other idle)
+ROUNDS=${ROUNDS:-12}           # alternating rounds per pair
 THREADS=${THREADS:-1}          # worker threads for the gateway, HAProxy and nginx alike
 CONNECTIONS=${CONNECTIONS:-32}
 OUT=${OUT:-target/bench-e2e.md}
 ONLY=${ONLY:-cookie ip header overhead}   # which groups to measure (a subset of these four words)
+# On two cores, seven threads placed by the scheduler make a round's result depend more on where
+# each landed than on the proxy (single rounds moved by 20-50%). So each proxy gets the same core
+# of its own and wrk with the backends the other; PIN=0 leaves placement to the scheduler.
+PIN=${PIN:-$([ "$(nproc)" -ge 2 ] && echo 1 || echo 0)}
+PROXY_CPUS=${PROXY_CPUS:-1}
+LOAD_CPUS=${LOAD_CPUS:-0}
+# A round during which the hypervisor took more than this share of the machine (steal time in
+# /proc/stat) measured the host, not the proxies: it is run again, at most ROUNDS times in all.
+MAX_STEAL_PCT=${MAX_STEAL_PCT:-3}
 WORK=$(mktemp -d /tmp/bench-e2e.XXXXXX)
 PROXY=127.0.0.1:19180
 BACKEND_PORTS=(19101 19102 19103)
 BACKEND_IDS=(a b c)
 
 need() { command -v "$1" >/dev/null 2>&1; }
+# Command prefixes (taskset execs the program, so $! is still the program's pid).
+ON_PROXY_CPUS=(); ON_LOAD_CPUS=()
+if [ "$PIN" = 1 ]; then ON_PROXY_CPUS=(taskset -c "$PROXY_CPUS"); ON_LOAD_CPUS=(taskset -c "$LOAD_CPUS"); fi
 if ! need haproxy || ! need nginx || ! need wrk || ! need bc || ! need curl; then
     echo "installing haproxy, nginx and wrk" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy nginx wrk curl bc >/dev/null
@@ -48,7 +60,7 @@ wait_port() {
 }
 
 for i in 0 1 2; do
-    target/release/examples/backend --listen "127.0.0.1:${BACKEND_PORTS[$i]}" --id "${BACKEND_IDS[$i]}" --threads 1 &
+    "${ON_LOAD_CPUS[@]}" target/release/examples/backend --listen "127.0.0.1:${BACKEND_PORTS[$i]}" --id "${BACKEND_IDS[$i]}" --threads 1 &
     PIDS+=($!)
 done
 for port in "${BACKEND_PORTS[@]}"; do wait_port "127.0.0.1:$port"; done
@@ -68,7 +80,7 @@ defaults
     option http-keep-alive
     option forwardfor
 frontend fe
-    bind $PROXY
+    bind $PROXY_PEER
     default_backend be
 backend be
 $1
@@ -100,7 +112,7 @@ http {
         keepalive 128;
     }
     server {
-        listen $PROXY;
+        listen $PROXY_PEER;
         location / {
             proxy_pass http://be;
             proxy_http_version 1.1;
@@ -114,49 +126,66 @@ CFG
 
 port_free() { ! (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
 
-start_proxy() { # $1 = gateway|haproxy|nginx, rest = gateway args
-    local kind=$1; shift
-    for _ in $(seq 1 50); do port_free "$PROXY" && break; sleep 0.1; done
-    port_free "$PROXY" || { echo "$PROXY is in use by another process; stop it first" >&2; exit 1; }
+# Starts one proxy on $2; sets STARTED_PID (the process whose CPU time is read: nginx's single
+# worker, the others' only process).
+start_proxy() { # $1 = gateway|haproxy|nginx|overhead-bare|overhead-sticky, $2 = address, rest = gateway args
+    local kind=$1 addr=$2; shift 2
+    for _ in $(seq 1 50); do port_free "$addr" && break; sleep 0.1; done
+    port_free "$addr" || { echo "$addr is in use by another process; stop it first" >&2; exit 1; }
     case $kind in
         gateway)
-            target/release/examples/gateway --listen "$PROXY" \
+            "${ON_PROXY_CPUS[@]}" target/release/examples/gateway --listen "$addr" \
                 --backend a=http://127.0.0.1:${BACKEND_PORTS[0]} \
                 --backend b=http://127.0.0.1:${BACKEND_PORTS[1]} \
                 --backend c=http://127.0.0.1:${BACKEND_PORTS[2]} \
                 --threads "$THREADS" --forwarded-headers x-forwarded-for --cookie-key-file "$WORK/cookie.key" "$@" 2>"$WORK/gateway.log" &
             ;;
-        haproxy) haproxy -f "$WORK/haproxy.cfg" -db 2>"$WORK/haproxy.log" & ;;
-        nginx) nginx -c "$WORK/nginx.conf" 2>"$WORK/nginx.log" & ;;
-        overhead-*) target/release/examples/overhead --listen "$PROXY" --mode "${kind#overhead-}" --threads "$THREADS" & ;;
+        haproxy) "${ON_PROXY_CPUS[@]}" haproxy -f "$WORK/haproxy.cfg" -db 2>"$WORK/haproxy.log" & ;;
+        nginx) "${ON_PROXY_CPUS[@]}" nginx -c "$WORK/nginx.conf" 2>"$WORK/nginx.log" & ;;
+        overhead-*) "${ON_PROXY_CPUS[@]}" target/release/examples/overhead --listen "$addr" --mode "${kind#overhead-}" --threads "$THREADS" & ;;
     esac
-    PROXY_PID=$!
-    PIDS+=("$PROXY_PID")
+    local pid=$!
+    PIDS+=("$pid")
     sleep 0.3
-    wait_port "$PROXY"
-    kill -0 "$PROXY_PID" 2>/dev/null || { echo "$kind exited at start; see $WORK" >&2; exit 1; }
+    wait_port "$addr"
+    kill -0 "$pid" 2>/dev/null || { echo "$kind exited at start; see $WORK" >&2; exit 1; }
+    STARTED_PID=$pid
+    if [ "$kind" = nginx ]; then
+        STARTED_PID=$(pgrep -P "$pid" | head -1)
+        [ "$THREADS" = 1 ] || echo "note: nginx CPU time counts its first worker only" >&2
+    fi
 }
 
-stop_proxy() {
-    kill "$PROXY_PID" 2>/dev/null || true
-    wait "$PROXY_PID" 2>/dev/null || true
+stop_proxies() {
+    for pid in "${PIDS[@]:3}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    PIDS=("${PIDS[@]:0:3}")
     sleep 0.3
 }
 
-# wrk with an optional Lua script; prints "rps p50_ms p99_ms errors"
-measure() { # $1 = lua file or "", rest = extra wrk args
-    local lua=$1; shift
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # user + system, in clock ticks
+steal_ticks() { awk '/^cpu / { print $9 }' /proc/stat; }       # the whole machine's, in clock ticks
+
+# One wrk slice against $1 while reading the CPU time of process $2; prints
+# "rps p50_ms p99_ms errors requests cpu_ticks steal_ticks".
+measure() { # $1 = address, $2 = proxy pid, $3 = lua file or "", rest = extra wrk args
+    local addr=$1 pid=$2 lua=$3; shift 3
     local args=(-t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@")
     [ -n "$lua" ] && args+=(-s "$lua")
-    wrk "${args[@]}" "http://$PROXY/" > "$WORK/wrk.out" 2>&1 || true
-    awk '
+    local before after steal_before steal_after
+    before=$(cpu_ticks "$pid")
+    steal_before=$(steal_ticks)
+    "${ON_LOAD_CPUS[@]}" wrk "${args[@]}" "http://$addr/" > "$WORK/wrk.out" 2>&1 || true
+    after=$(cpu_ticks "$pid")
+    steal_after=$(steal_ticks)
+    awk -v ticks=$((after - before)) -v steal=$((steal_after - steal_before)) '
         /Requests\/sec/ { rps = $2 }
+        /requests in/ { n = $1 }
         /^ +50%/ { p50 = $2 }
         /^ +99%/ { p99 = $2 }
         /Non-2xx or 3xx responses/ { err += $5 }
         /Socket errors/ { err += 1 }
         function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-        END { printf "%s %.3f %.3f %d\n", rps, ms(p50), ms(p99), err + 0 }
+        END { printf "%s %.3f %.3f %d %d %d %d\n", rps, ms(p50), ms(p99), err + 0, n, ticks, steal }
     ' "$WORK/wrk.out"
 }
 
@@ -169,45 +198,89 @@ end
 LUA
 
 # A cookie a client would have after its first response, so every measured request is "sticky".
-cookie_of() { # $1 = cookie name
-    curl -s -D - -o /dev/null "http://$PROXY/" | awk -v name="$1" 'tolower($1) == "set-cookie:" { split($2, kv, ";"); if (index(kv[1], name "=") == 1) print kv[1] }'
+cookie_of() { # $1 = address, $2 = cookie name
+    curl -s -D - -o /dev/null "http://$1/" | awk -v name="$2" 'tolower($1) == "set-cookie:" { split($2, kv, ";"); if (index(kv[1], name "=") == 1) print kv[1] }'
 }
 
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
+# Reads "A-line B-line" pairs (one per round, as printed by measure) on stdin and prints
+# "a_rps b_rps ratio min_ratio median_ratio max_ratio a_p50 a_p99 b_p50 b_p99 a_cpu_us b_cpu_us errors":
+# requests/s over all rounds, the spread of the rounds' own ratios, median latencies, CPU per request.
+summarise() {
+    awk -v tick_us="$TICK_US" '
+        function median(arr, k,   i, j, t) {
+            for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (arr[j] < arr[i]) { t = arr[i]; arr[i] = arr[j]; arr[j] = t }
+            return k % 2 ? arr[(k + 1) / 2] : (arr[k / 2] + arr[k / 2 + 1]) / 2
+        }
+        {
+            if (NF < 14) next
+            k++
+            # wrk runs a little over its duration; time each side by its own requests/s.
+            an += $5; at += $6; bn += $12; bt += $13; err += $4 + $11
+            if ($1 > 0) ad += $5 / $1; if ($8 > 0) bd += $12 / $8
+            r[k] = $1 / $8; ap50[k] = $2; ap99[k] = $3; bp50[k] = $9; bp99[k] = $10
+        }
+        END {
+            if (k == 0) { print "n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a"; exit }
+            lo = hi = r[1]; for (i = 2; i <= k; i++) { if (r[i] < lo) lo = r[i]; if (r[i] > hi) hi = r[i] }
+            printf "%.0f %.0f %.3f %.2f %.2f %.2f %.3f %.3f %.3f %.3f %.1f %.1f %d\n",
+                an / ad, bn / bd, (an / ad) / (bn / bd), lo, median(r, k), hi,
+                median(ap50, k), median(ap99, k), median(bp50, k), median(bp99, k),
+                at * tick_us / an, bt * tick_us / bn, err
+        }'
+}
+
+STEAL_LIMIT=$((DURATION * $(getconf CLK_TCK) * $(nproc) * 2 * MAX_STEAL_PCT / 100))
+# Prints ROUNDS lines "A-line B-line", alternating which side goes first, and each round on stderr;
+# a round with too much steal time is logged, counted in $WORK/discarded and run again.
+alternate() { # $1 = name of A, $2 = function measuring A, $3 = name of B, $4 = function measuring B
+    local kept=0 tries=0 a b steal out=""
+    while [ "$kept" -lt "$ROUNDS" ] && [ "$tries" -lt $((2 * ROUNDS)) ]; do
+        tries=$((tries + 1))
+        if [ $((tries % 2)) -eq 1 ]; then a=$($2); b=$($4); else b=$($4); a=$($2); fi
+        steal=$(($(echo "$a" | cut -d' ' -f7) + $(echo "$b" | cut -d' ' -f7)))
+        if [ "$steal" -gt "$STEAL_LIMIT" ]; then
+            echo "  round run again (steal $steal ticks > $STEAL_LIMIT): $1 $a | $3 $b" >&2
+            echo x >> "$WORK/discarded"
+            continue
+        fi
+        kept=$((kept + 1))
+        echo "  round $kept: $1 $a | $3 $b" >&2
+        out+="$a $b"$'\n'
+    done
+    printf '%s' "$out"
+}
+
+# Both sides run at once on their own ports, idle in turn: each round loads the gateway for
+# DURATION seconds, then the peer (even rounds the other way round), so a slow patch of a shared
+# host falls on both sides alike, and the rounds' own ratios show how far to trust the total.
+PROXY_GW=$PROXY
+PROXY_PEER=127.0.0.1:19181
 RESULTS=()
 run_pair() { # label, peer kind, peer setup fn, gateway args (string), lua, cookie name for gateway, cookie for peer
     local label=$1 peer=$2 setup=$3 gwargs=$4 lua=$5 gwcookie=$6 peercookie=$7
-    local gw_sum=0 peer_sum=0 gw_line peer_line
-    measure_gateway() {
-        # shellcheck disable=SC2086
-        start_proxy gateway $gwargs
-        local hdr=()
-        if [ -n "$gwcookie" ]; then hdr=(-H "Cookie: $(cookie_of "$gwcookie")"); fi
-        gw_line=$(measure "$lua" "${hdr[@]}")
-        stop_proxy
-    }
-    measure_peer() {
-        $setup
-        start_proxy "$peer"
-        local hdr=()
-        if [ -n "$peercookie" ]; then hdr=(-H "Cookie: $peercookie"); fi
-        peer_line=$(measure "$lua" "${hdr[@]}")
-        stop_proxy
-    }
-    for round in $(seq 1 "$ROUNDS"); do
-        # Odd rounds measure the gateway first, even rounds the peer first, so that whatever
-        # favours the first (or second) run of a round favours both alike.
-        if [ $((round % 2)) -eq 1 ]; then measure_gateway; measure_peer; else measure_peer; measure_gateway; fi
-        echo "  round $round: gateway $gw_line | $peer $peer_line" >&2
-        gw_sum=$(echo "$gw_sum + $(echo "$gw_line" | cut -d' ' -f1)" | bc -l)
-        peer_sum=$(echo "$peer_sum + $(echo "$peer_line" | cut -d' ' -f1)" | bc -l)
-    done
-    local gw_avg peer_avg ratio
-    gw_avg=$(echo "$gw_sum / $ROUNDS" | bc -l)
-    peer_avg=$(echo "$peer_sum / $ROUNDS" | bc -l)
-    ratio=$(echo "$gw_avg / $peer_avg" | bc -l)
-    RESULTS+=("$(printf '| %s | %s | %.0f | %.0f | %.2f | %s / %s ms | %s / %s ms |' "$label" "$peer" "$gw_avg" "$peer_avg" "$ratio" \
-        "$(echo "$gw_line" | cut -d' ' -f2)" "$(echo "$gw_line" | cut -d' ' -f3)" \
-        "$(echo "$peer_line" | cut -d' ' -f2)" "$(echo "$peer_line" | cut -d' ' -f3)")")
+    # shellcheck disable=SC2086
+    start_proxy gateway "$PROXY_GW" $gwargs
+    local gw_pid=$STARTED_PID
+    $setup
+    start_proxy "$peer" "$PROXY_PEER"
+    local peer_pid=$STARTED_PID
+    local gw_hdr=() peer_hdr=()
+    [ -n "$gwcookie" ] && gw_hdr=(-H "Cookie: $(cookie_of "$PROXY_GW" "$gwcookie")")
+    [ -n "$peercookie" ] && peer_hdr=(-H "Cookie: $peercookie")
+    # Warm both up (backend connections, caches) before anything is counted.
+    DURATION=1 measure "$PROXY_GW" "$gw_pid" "$lua" "${gw_hdr[@]}" >/dev/null
+    DURATION=1 measure "$PROXY_PEER" "$peer_pid" "$lua" "${peer_hdr[@]}" >/dev/null
+    side_gateway() { measure "$PROXY_GW" "$gw_pid" "$lua" "${gw_hdr[@]}"; }
+    side_peer() { measure "$PROXY_PEER" "$peer_pid" "$lua" "${peer_hdr[@]}"; }
+    local rounds s
+    rounds=$(alternate gateway side_gateway "$peer" side_peer)
+    stop_proxies
+    read -r -a s <<< "$(printf '%s\n' "$rounds" | summarise)"
+    RESULTS+=("$(printf '| %s | %s | %s | %s | **%s** | %s / %s / %s | %s / %s ms | %s / %s ms | %s / %s µs | %s |' \
+        "$label" "$peer" "${s[0]}" "${s[1]}" "${s[2]}" "${s[3]}" "${s[4]}" "${s[5]}" \
+        "${s[6]}" "${s[7]}" "${s[8]}" "${s[9]}" "${s[10]}" "${s[11]}" "${s[12]}")")
 }
 
 setup_haproxy_cookie() { haproxy_cfg "    balance roundrobin
@@ -222,37 +295,38 @@ no_setup() { :; }
 
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 
-echo "measuring (${DURATION}s x ${ROUNDS} rounds each, ${THREADS} thread(s), ${CONNECTIONS} connections)" >&2
+: > "$WORK/discarded"
+echo "measuring (${ROUNDS} alternating rounds of ${DURATION}s each, ${THREADS} thread(s), ${CONNECTIONS} connections)" >&2
 want cookie && run_pair "cookie-pinned vs cookie SRV insert" haproxy setup_haproxy_cookie "--strategy cookie-pinned --cookie-name srv --cookie-indirect" "" srv "SRV=b"
 want ip && run_pair "ip-ring vs balance source + consistent" haproxy setup_haproxy_source "--strategy ip-ring" "" "" ""
 want ip && run_pair "ip-ring vs ip_hash" nginx setup_nginx_iphash "--strategy ip-ring" "" "" ""
 want header && run_pair "header:X-User vs balance hdr(X-User) + consistent" haproxy setup_haproxy_header "--strategy header:X-User" "$WORK/users.lua" "" ""
 want header && run_pair "header:X-User vs hash \$http_x_user consistent" nginx setup_nginx_header "--strategy header:X-User" "$WORK/users.lua" "" ""
 
-# In process: an axum router bare vs Sticky over three in-process routers.
-ovh_bare=0; ovh_sticky=0
-want overhead || ROUNDS_OVH=0
-for round in $(seq 1 "${ROUNDS_OVH:-$ROUNDS}"); do
-    if [ $((round % 2)) -eq 1 ]; then
-        start_proxy overhead-bare; b=$(measure ""); stop_proxy
-        start_proxy overhead-sticky; s=$(measure ""); stop_proxy
-    else
-        start_proxy overhead-sticky; s=$(measure ""); stop_proxy
-        start_proxy overhead-bare; b=$(measure ""); stop_proxy
-    fi
-    echo "  round $round: bare $b | sticky $s" >&2
-    ovh_bare=$(echo "$ovh_bare + $(echo "$b" | cut -d' ' -f1)" | bc -l)
-    ovh_sticky=$(echo "$ovh_sticky + $(echo "$s" | cut -d' ' -f1)" | bc -l)
-done
+# In process: an axum router bare vs Sticky over three in-process routers, measured the same way.
+OVERHEAD=""
+if want overhead; then
+    start_proxy overhead-sticky "$PROXY_GW"; sticky_pid=$STARTED_PID
+    start_proxy overhead-bare "$PROXY_PEER"; bare_pid=$STARTED_PID
+    DURATION=1 measure "$PROXY_GW" "$sticky_pid" "" >/dev/null
+    DURATION=1 measure "$PROXY_PEER" "$bare_pid" "" >/dev/null
+    side_sticky() { measure "$PROXY_GW" "$sticky_pid" ""; }
+    side_bare() { measure "$PROXY_PEER" "$bare_pid" ""; }
+    rounds=$(alternate sticky side_sticky bare side_bare)
+    stop_proxies
+    read -r -a o <<< "$(printf '%s\n' "$rounds" | summarise)"
+    OVERHEAD=$(printf '| in process | Sticky over 3 routers: %s req/s | bare axum router: %s req/s | ratio %s (cost %.1f%%); rounds %s / %s / %s | CPU per request %s / %s µs |' \
+        "${o[0]}" "${o[1]}" "${o[2]}" "$(echo "(1 - ${o[2]}) * 100" | bc -l)" "${o[3]}" "${o[4]}" "${o[5]}" "${o[10]}" "${o[11]}")
+fi
 
 {
-    echo "End-to-end, $(nproc) cores, ${THREADS} proxy thread(s), wrk -t1 -c${CONNECTIONS} -d${DURATION}s, ${ROUNDS} alternating rounds (requests/s are means; latency from the last round)."
+    placement="placement left to the scheduler"
+    [ "$PIN" = 1 ] && placement="each proxy on CPU $PROXY_CPUS, wrk and the backends on CPU $LOAD_CPUS"
+    echo "End-to-end, $(nproc) cores ($placement), ${THREADS} proxy thread(s), wrk -t1 -c${CONNECTIONS}, ${ROUNDS} alternating rounds of ${DURATION}s per side with both sides up (req/s over all rounds; each round's own ratio min / median / max; median latency; proxy CPU, user + system, per request). Rounds run again for steal time over ${MAX_STEAL_PCT}%: $(wc -l < "$WORK/discarded")."
     echo
-    echo "| stickiness | peer | gateway req/s | peer req/s | gateway / peer | gateway p50 / p99 | peer p50 / p99 |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| stickiness | peer | gateway req/s | peer req/s | gateway / peer | rounds min / median / max | gateway p50 / p99 | peer p50 / p99 | CPU per request gateway / peer | errors |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
     printf '%s\n' "${RESULTS[@]}"
     echo
-    if want overhead; then printf '| in process | bare axum router: %.0f req/s | Sticky over 3 routers: %.0f req/s | ratio %.3f (cost %.1f%%) |\n' \
-        "$(echo "$ovh_bare / $ROUNDS" | bc -l)" "$(echo "$ovh_sticky / $ROUNDS" | bc -l)" \
-        "$(echo "$ovh_sticky / $ovh_bare" | bc -l)" "$(echo "(1 - $ovh_sticky / $ovh_bare) * 100" | bc -l)"; fi
+    [ -z "$OVERHEAD" ] || echo "$OVERHEAD"
 } | tee "$OUT"
