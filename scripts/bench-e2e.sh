@@ -205,7 +205,7 @@ cookie_of() { # $1 = address, $2 = cookie name
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 
 # Reads "A-line B-line" pairs (one per round, as printed by measure) on stdin and prints
-# "a_rps b_rps ratio min_ratio median_ratio max_ratio a_p50 a_p99 b_p50 b_p99 a_cpu_us b_cpu_us errors":
+# "a_rps b_rps ratio min_ratio median_ratio max_ratio a_p50 a_p99 b_p50 b_p99 a_cpu_us b_cpu_us errors rounds":
 # requests/s over all rounds, the spread of the rounds' own ratios, median latencies, CPU per request.
 summarise() {
     awk -v tick_us="$TICK_US" '
@@ -222,12 +222,12 @@ summarise() {
             r[k] = $1 / $8; ap50[k] = $2; ap99[k] = $3; bp50[k] = $9; bp99[k] = $10
         }
         END {
-            if (k == 0) { print "n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a"; exit }
+            if (k == 0) { print "n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a 0"; exit }
             lo = hi = r[1]; for (i = 2; i <= k; i++) { if (r[i] < lo) lo = r[i]; if (r[i] > hi) hi = r[i] }
-            printf "%.0f %.0f %.3f %.2f %.2f %.2f %.3f %.3f %.3f %.3f %.1f %.1f %d\n",
+            printf "%.0f %.0f %.3f %.2f %.2f %.2f %.3f %.3f %.3f %.3f %.1f %.1f %d %d\n",
                 an / ad, bn / bd, (an / ad) / (bn / bd), lo, median(r, k), hi,
                 median(ap50, k), median(ap99, k), median(bp50, k), median(bp99, k),
-                at * tick_us / an, bt * tick_us / bn, err
+                at * tick_us / an, bt * tick_us / bn, err, k
         }'
 }
 
@@ -252,6 +252,17 @@ alternate() { # $1 = name of A, $2 = function measuring A, $3 = name of B, $4 = 
     printf '%s' "$out"
 }
 
+# Warms both sides up (backend connections, caches), then prints the summary of their rounds and
+# stops them. Both are up before this is called.
+compare() { # $1 = name of A, $2 = function measuring A, $3 = name of B, $4 = function measuring B
+    DURATION=1 $2 >/dev/null
+    DURATION=1 $4 >/dev/null
+    local rounds
+    rounds=$(alternate "$@")
+    stop_proxies
+    printf '%s\n' "$rounds" | summarise
+}
+
 # Both sides run at once on their own ports, idle in turn: each round loads the gateway for
 # DURATION seconds, then the peer (even rounds the other way round), so a slow patch of a shared
 # host falls on both sides alike, and the rounds' own ratios show how far to trust the total.
@@ -269,17 +280,12 @@ run_pair() { # label, peer kind, peer setup fn, gateway args (string), lua, cook
     local gw_hdr=() peer_hdr=()
     [ -n "$gwcookie" ] && gw_hdr=(-H "Cookie: $(cookie_of "$PROXY_GW" "$gwcookie")")
     [ -n "$peercookie" ] && peer_hdr=(-H "Cookie: $peercookie")
-    # Warm both up (backend connections, caches) before anything is counted.
-    DURATION=1 measure "$PROXY_GW" "$gw_pid" "$lua" "${gw_hdr[@]}" >/dev/null
-    DURATION=1 measure "$PROXY_PEER" "$peer_pid" "$lua" "${peer_hdr[@]}" >/dev/null
     side_gateway() { measure "$PROXY_GW" "$gw_pid" "$lua" "${gw_hdr[@]}"; }
     side_peer() { measure "$PROXY_PEER" "$peer_pid" "$lua" "${peer_hdr[@]}"; }
-    local rounds s
-    rounds=$(alternate gateway side_gateway "$peer" side_peer)
-    stop_proxies
-    read -r -a s <<< "$(printf '%s\n' "$rounds" | summarise)"
-    RESULTS+=("$(printf '| %s | %s | %s | %s | **%s** | %s / %s / %s | %s / %s ms | %s / %s ms | %s / %s µs | %s |' \
-        "$label" "$peer" "${s[0]}" "${s[1]}" "${s[2]}" "${s[3]}" "${s[4]}" "${s[5]}" \
+    local s
+    read -r -a s <<< "$(compare gateway side_gateway "$peer" side_peer)"
+    RESULTS+=("$(printf '| %s | %s | %s | %s | **%s** | %s / %s / %s (%s rounds) | %s / %s ms | %s / %s ms | %s / %s µs | %s |' \
+        "$label" "$peer" "${s[0]}" "${s[1]}" "${s[2]}" "${s[3]}" "${s[4]}" "${s[5]}" "${s[13]}" \
         "${s[6]}" "${s[7]}" "${s[8]}" "${s[9]}" "${s[10]}" "${s[11]}" "${s[12]}")")
 }
 
@@ -308,21 +314,17 @@ OVERHEAD=""
 if want overhead; then
     start_proxy overhead-sticky "$PROXY_GW"; sticky_pid=$STARTED_PID
     start_proxy overhead-bare "$PROXY_PEER"; bare_pid=$STARTED_PID
-    DURATION=1 measure "$PROXY_GW" "$sticky_pid" "" >/dev/null
-    DURATION=1 measure "$PROXY_PEER" "$bare_pid" "" >/dev/null
     side_sticky() { measure "$PROXY_GW" "$sticky_pid" ""; }
     side_bare() { measure "$PROXY_PEER" "$bare_pid" ""; }
-    rounds=$(alternate sticky side_sticky bare side_bare)
-    stop_proxies
-    read -r -a o <<< "$(printf '%s\n' "$rounds" | summarise)"
-    OVERHEAD=$(printf '| in process | Sticky over 3 routers: %s req/s | bare axum router: %s req/s | ratio %s (cost %.1f%%); rounds %s / %s / %s | CPU per request %s / %s µs |' \
-        "${o[0]}" "${o[1]}" "${o[2]}" "$(echo "(1 - ${o[2]}) * 100" | bc -l)" "${o[3]}" "${o[4]}" "${o[5]}" "${o[10]}" "${o[11]}")
+    read -r -a o <<< "$(compare sticky side_sticky bare side_bare)"
+    OVERHEAD=$(printf '| in process | Sticky over 3 routers: %s req/s | bare axum router: %s req/s | ratio %s (cost %.1f%%); rounds %s / %s / %s (%s rounds) | CPU per request %s / %s µs |' \
+        "${o[0]}" "${o[1]}" "${o[2]}" "$(echo "(1 - ${o[2]}) * 100" | bc -l)" "${o[3]}" "${o[4]}" "${o[5]}" "${o[13]}" "${o[10]}" "${o[11]}")
 fi
 
 {
     placement="placement left to the scheduler"
     [ "$PIN" = 1 ] && placement="each proxy on CPU $PROXY_CPUS, wrk and the backends on CPU $LOAD_CPUS"
-    echo "End-to-end, $(nproc) cores ($placement), ${THREADS} proxy thread(s), wrk -t1 -c${CONNECTIONS}, ${ROUNDS} alternating rounds of ${DURATION}s per side with both sides up (req/s over all rounds; each round's own ratio min / median / max; median latency; proxy CPU, user + system, per request). Rounds run again for steal time over ${MAX_STEAL_PCT}%: $(wc -l < "$WORK/discarded")."
+    echo "End-to-end, $(nproc) cores ($placement), ${THREADS} proxy thread(s), wrk -t1 -c${CONNECTIONS}, up to ${ROUNDS} alternating rounds of ${DURATION}s per side with both sides up (req/s over all rounds; each round's own ratio min / median / max; median latency; proxy CPU, user + system, per request). Rounds run again for steal time over ${MAX_STEAL_PCT}%: $(wc -l < "$WORK/discarded")."
     echo
     echo "| stickiness | peer | gateway req/s | peer req/s | gateway / peer | rounds min / median / max | gateway p50 / p99 | peer p50 / p99 | CPU per request gateway / peer | errors |"
     echo "|---|---|---|---|---|---|---|---|---|---|"
