@@ -10,7 +10,7 @@
 
 mod body;
 mod error;
-mod h1;
+pub(crate) mod h1;
 mod headers;
 mod pool;
 

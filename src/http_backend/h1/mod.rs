@@ -15,10 +15,10 @@
 //!   connection pooled at once.
 
 mod body;
-mod chunked;
+pub(crate) mod chunked;
 mod conn;
-mod decode;
-mod encode;
+pub(crate) mod decode;
+pub(crate) mod encode;
 
 pub(crate) use conn::Conn;
 
