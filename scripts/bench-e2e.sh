@@ -197,9 +197,34 @@ request = function()
 end
 LUA
 
-# A cookie a client would have after its first response, so every measured request is "sticky".
-cookie_of() { # $1 = address, $2 = cookie name
-    curl -s -D - -o /dev/null "http://$1/" | awk -v name="$2" 'tolower($1) == "set-cookie:" { split($2, kv, ";"); if (index(kv[1], name "=") == 1) print kv[1] }'
+# Three clients' cookies, one per backend, as a wrk script that sends them in turn (as the header
+# pair's script sends many users through the same connections): every measured request is
+# "sticky", and the load is spread over the three backends instead of piling onto one.
+# $1 = address, $2 = cookie name, $3 = the script to write.
+cookies_script() {
+    local addr=$1 name=$2 out=$3 response id cookie
+    declare -A by_backend=()
+    for _ in $(seq 1 30); do
+        response=$(curl -s -D - "http://$addr/")
+        id=$(printf '%s' "$response" | tail -n 1)
+        cookie=$(printf '%s' "$response" | awk -v name="$name" 'tolower($1) == "set-cookie:" { split($2, kv, ";"); if (index(kv[1], name "=") == 1) print kv[1] }')
+        [ -n "$cookie" ] && by_backend[$id]=$cookie
+        [ "${#by_backend[@]}" -ge 3 ] && break
+    done
+    if [ "${#by_backend[@]}" -lt 3 ]; then
+        echo "bench-e2e: $addr gave cookies for ${#by_backend[@]} backend(s), not 3" >&2
+        exit 1
+    fi
+    {
+        echo "local cookies = {"
+        for id in "${!by_backend[@]}"; do echo "    \"${by_backend[$id]}\","; done
+        echo "}"
+        echo "local counter = 0"
+        echo "request = function()"
+        echo "    counter = counter + 1"
+        echo '    return wrk.format("GET", "/", { ["Cookie"] = cookies[counter % #cookies + 1] })'
+        echo "end"
+    } > "$out"
 }
 
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
@@ -269,7 +294,7 @@ compare() { # $1 = name of A, $2 = function measuring A, $3 = name of B, $4 = fu
 PROXY_GW=$PROXY
 PROXY_PEER=127.0.0.1:19181
 RESULTS=()
-run_pair() { # label, peer kind, peer setup fn, gateway args (string), lua, cookie name for gateway, cookie for peer
+run_pair() { # label, peer kind, peer setup fn, gateway args (string), lua, cookie name for gateway, for peer
     local label=$1 peer=$2 setup=$3 gwargs=$4 lua=$5 gwcookie=$6 peercookie=$7
     # shellcheck disable=SC2086
     start_proxy gateway "$PROXY_GW" $gwargs
@@ -277,11 +302,17 @@ run_pair() { # label, peer kind, peer setup fn, gateway args (string), lua, cook
     $setup
     start_proxy "$peer" "$PROXY_PEER"
     local peer_pid=$STARTED_PID
-    local gw_hdr=() peer_hdr=()
-    [ -n "$gwcookie" ] && gw_hdr=(-H "Cookie: $(cookie_of "$PROXY_GW" "$gwcookie")")
-    [ -n "$peercookie" ] && peer_hdr=(-H "Cookie: $peercookie")
-    side_gateway() { measure "$PROXY_GW" "$gw_pid" "$lua" "${gw_hdr[@]}"; }
-    side_peer() { measure "$PROXY_PEER" "$peer_pid" "$lua" "${peer_hdr[@]}"; }
+    local gw_lua=$lua peer_lua=$lua
+    if [ -n "$gwcookie" ]; then
+        gw_lua=$WORK/cookies-gateway.lua
+        cookies_script "$PROXY_GW" "$gwcookie" "$gw_lua"
+    fi
+    if [ -n "$peercookie" ]; then
+        peer_lua=$WORK/cookies-$peer.lua
+        cookies_script "$PROXY_PEER" "$peercookie" "$peer_lua"
+    fi
+    side_gateway() { measure "$PROXY_GW" "$gw_pid" "$gw_lua"; }
+    side_peer() { measure "$PROXY_PEER" "$peer_pid" "$peer_lua"; }
     local s
     read -r -a s <<< "$(compare gateway side_gateway "$peer" side_peer)"
     RESULTS+=("$(printf '| %s | %s | %s | %s | **%s** | %s / %s / %s (%s rounds) | %s / %s ms | %s / %s ms | %s / %s µs | %s |' \
@@ -303,7 +334,7 @@ want() { [[ " $ONLY " == *" $1 "* ]]; }
 
 : > "$WORK/discarded"
 echo "measuring (${ROUNDS} alternating rounds of ${DURATION}s each, ${THREADS} thread(s), ${CONNECTIONS} connections)" >&2
-want cookie && run_pair "cookie-pinned vs cookie SRV insert" haproxy setup_haproxy_cookie "--strategy cookie-pinned --cookie-name srv --cookie-indirect" "" srv "SRV=b"
+want cookie && run_pair "cookie-pinned vs cookie SRV insert" haproxy setup_haproxy_cookie "--strategy cookie-pinned --cookie-name srv --cookie-indirect" "" srv SRV
 want ip && run_pair "ip-ring vs balance source + consistent" haproxy setup_haproxy_source "--strategy ip-ring" "" "" ""
 want ip && run_pair "ip-ring vs ip_hash" nginx setup_nginx_iphash "--strategy ip-ring" "" "" ""
 want header && run_pair "header:X-User vs balance hdr(X-User) + consistent" haproxy setup_haproxy_header "--strategy header:X-User" "$WORK/users.lua" "" ""

@@ -25,16 +25,17 @@
 //! What it does: keep-alive and pipelining (responses in order), request bodies by
 //! `Content-Length` or chunked, streamed to the service at its pace with `100 Continue` sent when
 //! the body is first read, responses framed by their length, chunked, or (to HTTP/1.0 clients)
-//! by closing. What it refuses, with a status and a body, before closing: malformed heads (400),
-//! heads over 64 KiB or 100 fields (431), ambiguous or invalid lengths (400), transfer codings
-//! other than chunked (501). What it leaves out: HTTP/2, upgrades (WebSocket), a `Date` header
-//! of its own, and timeouts for slow clients (put the gateway behind limits of its own or use
-//! hyper when clients are not trusted to be timely).
+//! by closing, and a `Date` on responses that have none. What it refuses, with a status and a
+//! body, before closing: malformed heads (400), heads over 64 KiB or 100 fields (431), ambiguous
+//! or invalid lengths (400), transfer codings other than chunked (501). What it leaves out:
+//! HTTP/2, upgrades (WebSocket), and timeouts for slow clients (use hyper's server, or limits in
+//! front, where clients are not trusted to be timely).
 //!
 //! [`ClientAddr`]: crate::affinity::ClientAddr
 
 mod body;
 mod conn;
+mod date;
 mod io;
 mod request;
 mod response;

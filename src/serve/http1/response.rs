@@ -4,10 +4,11 @@
 
 use std::io::Write;
 
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{HeaderMap, StatusCode, Version, response};
 use http_body::SizeHint;
 
+use super::date::write_date;
 use crate::http_backend::h1::decode::content_length;
 use crate::http_backend::h1::encode::write_field;
 
@@ -111,6 +112,9 @@ pub(crate) fn write_head(
         }
         write_field(name, value, out);
     }
+    if !parts.headers.contains_key(DATE) {
+        write_date(out);
+    }
     match framing {
         // Writing to a Vec cannot fail.
         Framing::Length(n) | Framing::HeadOf(n) => {
@@ -136,10 +140,15 @@ pub(crate) fn write_error(status: StatusCode, message: &str, out: &mut Vec<u8>) 
     );
     let _ = write!(
         out,
-        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n\
-         connection: close\r\n\r\n{body}",
+        "HTTP/1.1 {} {}\r\n",
         status.as_str(),
         status.canonical_reason().unwrap_or("Unknown"),
+    );
+    write_date(out);
+    let _ = write!(
+        out,
+        "content-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{body}",
         body.len(),
     );
 }
@@ -159,7 +168,19 @@ mod tests {
     fn head(parts: &response::Parts, framing: Framing, close: bool, version: Version) -> String {
         let mut out = Vec::new();
         write_head(parts, framing, close, version, &mut out);
-        String::from_utf8(out).unwrap()
+        without_date(String::from_utf8(out).unwrap())
+    }
+
+    /// The text with its one `date` line (checked to be there) taken out: the rest is fixed.
+    fn without_date(text: String) -> String {
+        let start = text.find("\r\ndate: ").expect("a date line") + 2;
+        let end = start + text[start..].find("\r\n").unwrap() + 2;
+        let line = &text[start..end];
+        assert!(
+            httpdate::parse_http_date(&line[6..line.len() - 2]).is_ok(),
+            "{line}"
+        );
+        format!("{}{}", &text[..start], &text[end..])
     }
 
     #[test]
@@ -257,7 +278,7 @@ mod tests {
     fn error_responses_are_whole_and_close() {
         let mut out = Vec::new();
         write_error(StatusCode::BAD_REQUEST, "malformed request head", &mut out);
-        let text = String::from_utf8(out).unwrap();
+        let text = without_date(String::from_utf8(out).unwrap());
         let body = "Bad Request: malformed request head\n";
         assert_eq!(
             text,
