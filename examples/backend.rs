@@ -52,27 +52,17 @@ fn main() -> Result<(), Box<dyn Error>> {
             std::process::exit(2);
         }
     };
-    // One thread: everything on the thread that runs it (as the gateway does), so that in the
-    // end-to-end benchmark the backends, which share a core with wrk, take as little of it as
-    // they can and the proxies in front are what is measured.
-    let runtime = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads)
-            .enable_all()
-            .build()?
-    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let id: &'static str = Box::leak(args.id.into_boxed_str());
         let app = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .fallback(get(move || async move { id }));
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
-        // The crate's lean HTTP/1.1 server: less CPU per request than axum::serve.
-        tower_sticky::serve::http1::serve(listener, app, std::future::pending()).await;
+        axum::serve(listener, app).await?;
         Ok(())
     })
 }

@@ -18,8 +18,7 @@
 //! - [`metrics`]: a per-backend stats snapshot, the `metrics` facade (feature `metrics`), tracing;
 //! - [`session`]: the `Session` extractor, `SessionLayer`, and memory / Redis / cached stores that
 //!   let any backend serve any user without losing writes;
-//! - [`serve::with_client_addr`]: serve a `Sticky` with `axum::serve` and the peer address;
-//!   [`serve::http1::serve`]: a lean HTTP/1.1 server for gateways (what `examples/gateway` uses).
+//! - [`serve::with_client_addr`]: serve a `Sticky` with `axum::serve` and the peer address.
 //!
 //! ```
 //! use std::convert::Infallible;

@@ -15,6 +15,7 @@
 mod args;
 mod key_file;
 mod prometheus;
+mod server;
 
 /// A proxy allocates and frees many small buffers per request; mimalloc's thread-local free
 /// lists do that faster than glibc's malloc (measured with scripts/bench-e2e.sh).
@@ -177,8 +178,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error + Send + Sync>> {
         args.backends.len(),
         args.threads
     );
-    // HTTP/1.1 only: the crate's lean server (hyper's measured more CPU per relayed request).
-    tower_sticky::serve::http1::serve(listener, sticky, shutdown_signal()).await;
+    server::serve(listener, sticky, shutdown_signal()).await;
     eprintln!("gateway: stopped");
     Ok(())
 }

@@ -10,7 +10,7 @@
 
 mod body;
 mod error;
-pub(crate) mod h1;
+mod h1;
 mod headers;
 mod pool;
 

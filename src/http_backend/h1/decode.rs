@@ -69,8 +69,14 @@ pub(crate) fn parse_head(
             0 => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        let mut headers =
-            field_map(&head, &fields[..parsed.count]).map_err(|()| HeadError::Malformed)?;
+        let mut headers = HeaderMap::with_capacity(parsed.count);
+        for field in &fields[..parsed.count] {
+            let name = HeaderName::from_bytes(&head[range(field.name)])
+                .map_err(|_| HeadError::Malformed)?;
+            let value = HeaderValue::from_maybe_shared(head.slice(range(field.value)))
+                .map_err(|_| HeadError::Malformed)?;
+            headers.append(name, value);
+        }
         let keep_alive = keeps_alive(version, &headers);
         let (framing, keep_alive) = framing(status, head_request, &mut headers, keep_alive)?;
         let (mut parts, ()) = http::Response::new(()).into_parts();
@@ -88,32 +94,20 @@ pub(crate) fn parse_head(
 /// Where a field's name and value are in the head: start and end offsets (a head is at most
 /// `MAX_HEAD` bytes, so `u32` holds them).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Field {
-    pub(crate) name: (u32, u32),
-    pub(crate) value: (u32, u32),
+struct Field {
+    name: (u32, u32),
+    value: (u32, u32),
 }
 
 impl Field {
-    pub(crate) const EMPTY: Self = Self {
+    const EMPTY: Self = Self {
         name: (0, 0),
         value: (0, 0),
     };
 }
 
-pub(crate) fn range((start, end): (u32, u32)) -> std::ops::Range<usize> {
+fn range((start, end): (u32, u32)) -> std::ops::Range<usize> {
     start as usize..end as usize
-}
-
-/// The fields recorded in `head`, as a map whose values share `head`'s memory.
-pub(crate) fn field_map(head: &Bytes, fields: &[Field]) -> Result<HeaderMap, ()> {
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    for field in fields {
-        let name = HeaderName::from_bytes(&head[range(field.name)]).map_err(|_| ())?;
-        let value =
-            HeaderValue::from_maybe_shared(head.slice(range(field.value))).map_err(|_| ())?;
-        headers.append(name, value);
-    }
-    Ok(headers)
 }
 
 /// A complete head found at the start of a buffer, its fields recorded by position, so the buffer
@@ -174,7 +168,7 @@ pub(crate) fn header_map(base: &Bytes, fields: &[httparse::Header<'_>]) -> Resul
 }
 
 /// RFC 9112 section 9.3: HTTP/1.1 persists unless `close`; HTTP/1.0 only with `keep-alive`.
-pub(crate) fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
+fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
     let has = |token: &str| {
         headers
             .get_all(CONNECTION)
@@ -188,38 +182,6 @@ pub(crate) fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
     } else {
         !has("close")
     }
-}
-
-/// The message's `Content-Length`, if it has one: repeated fields (or a list) must all agree, and
-/// each must be digits only (no sign, no spaces inside), as RFC 9110 section 8.6 requires.
-pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for item in value.to_str().map_err(|_| ())?.split(',') {
-            let item = item.trim();
-            if item.is_empty() || !item.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(());
-            }
-            let n: u64 = item.parse().map_err(|_| ())?;
-            if length.is_some_and(|seen| seen != n) {
-                return Err(());
-            }
-            length = Some(n);
-        }
-    }
-    Ok(length)
-}
-
-/// Whether the last transfer coding of the message is `chunked` (the only framing coding).
-pub(crate) fn ends_chunked(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .map(str::trim)
-        .is_some_and(|coding| coding.eq_ignore_ascii_case("chunked"))
 }
 
 /// RFC 9112 section 6.3, in order. Returns the framing and whether the connection stays usable.
@@ -237,14 +199,40 @@ fn framing(
         // describe the encoded length); a message with both is a smuggling attempt or a broken
         // server, so the connection is not trusted for another exchange.
         let both = headers.remove(CONTENT_LENGTH).is_some();
-        return Ok(if ends_chunked(headers) {
-            (Framing::Chunked, keep_alive && !both)
-        } else {
+        let last = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim);
+        return Ok(match last {
+            Some(coding) if coding.eq_ignore_ascii_case("chunked") => {
+                (Framing::Chunked, keep_alive && !both)
+            }
             // A final coding other than chunked: the body runs to the connection's end.
-            (Framing::UntilClose, false)
+            _ => (Framing::UntilClose, false),
         });
     }
-    let length = content_length(headers).map_err(|()| HeadError::ContentLength)?;
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        // Repeated fields (or a list) must all agree.
+        for item in value
+            .to_str()
+            .map_err(|_| HeadError::ContentLength)?
+            .split(',')
+        {
+            let item = item.trim();
+            if item.is_empty() || !item.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(HeadError::ContentLength);
+            }
+            let n: u64 = item.parse().map_err(|_| HeadError::ContentLength)?;
+            if length.is_some_and(|seen| seen != n) {
+                return Err(HeadError::ContentLength);
+            }
+            length = Some(n);
+        }
+    }
     Ok(match length {
         Some(0) => (Framing::Empty, keep_alive),
         Some(n) => (Framing::Length(n), keep_alive),

@@ -51,7 +51,10 @@ pub(crate) fn write_head(parts: &Parts, framing: BodyFraming, out: &mut Vec<u8>)
         if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
             continue;
         }
-        write_field(name, value, out);
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     match framing {
         BodyFraming::Empty if expects_body(&parts.method) => {
@@ -64,14 +67,6 @@ pub(crate) fn write_head(parts: &Parts, framing: BodyFraming, out: &mut Vec<u8>)
         }
         BodyFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Appends one header field line.
-pub(crate) fn write_field(name: &http::HeaderName, value: &http::HeaderValue, out: &mut Vec<u8>) {
-    out.extend_from_slice(name.as_str().as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
@@ -89,7 +84,10 @@ pub(crate) fn write_chunk(data: &Bytes, out: &mut Vec<u8>) {
 pub(crate) fn write_last_chunk(trailers: Option<&http::HeaderMap>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"0\r\n");
     for (name, value) in trailers.into_iter().flatten() {
-        write_field(name, value, out);
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
 }

@@ -15,10 +15,10 @@
 //!   connection pooled at once.
 
 mod body;
-pub(crate) mod chunked;
+mod chunked;
 mod conn;
-pub(crate) mod decode;
-pub(crate) mod encode;
+mod decode;
+mod encode;
 
 pub(crate) use conn::Conn;
 

@@ -6,9 +6,6 @@
 //! module attaches it directly as a [`ClientAddr`] extension, which saves that router's work on
 //! every request.
 //!
-//! For a gateway that serves nothing but HTTP/1.1, [`http1::serve`] is a leaner server than
-//! axum's (see its docs for what it leaves out); it attaches [`ClientAddr`] itself.
-//!
 //! ```no_run
 //! use axum::Router;
 //! use tower_sticky::{Backends, StickyLayer, affinity::IpHash, serve::with_client_addr};
@@ -20,8 +17,6 @@
 //! axum::serve(listener, with_client_addr(sticky)).await
 //! # }
 //! ```
-
-pub mod http1;
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
