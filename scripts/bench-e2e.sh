@@ -294,7 +294,7 @@ compare() { # $1 = name of A, $2 = function measuring A, $3 = name of B, $4 = fu
 PROXY_GW=$PROXY
 PROXY_PEER=127.0.0.1:19181
 RESULTS=()
-run_pair() { # label, peer kind, peer setup fn, gateway args (string), lua, cookie name for gateway, for peer
+run_pair() { # label, peer kind, peer setup fn, gateway args (string), lua, cookie name of the gateway, of the peer ("": none)
     local label=$1 peer=$2 setup=$3 gwargs=$4 lua=$5 gwcookie=$6 peercookie=$7
     # shellcheck disable=SC2086
     start_proxy gateway "$PROXY_GW" $gwargs
