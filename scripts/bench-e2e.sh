@@ -167,9 +167,9 @@ steal_ticks() { awk '/^cpu / { print $9 }' /proc/stat; }       # the whole machi
 
 # One wrk slice against $1 while reading the CPU time of process $2; prints
 # "rps p50_ms p99_ms errors requests cpu_ticks steal_ticks".
-measure() { # $1 = address, $2 = proxy pid, $3 = lua file or "", rest = extra wrk args
-    local addr=$1 pid=$2 lua=$3; shift 3
-    local args=(-t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@")
+measure() { # $1 = address, $2 = proxy pid, $3 = lua file or ""
+    local addr=$1 pid=$2 lua=$3
+    local args=(-t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency)
     [ -n "$lua" ] && args+=(-s "$lua")
     local before after steal_before steal_after
     before=$(cpu_ticks "$pid")
