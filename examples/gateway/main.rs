@@ -129,6 +129,17 @@ fn layer(args: &Args) -> Result<StickyLayer, Box<dyn Error + Send + Sync>> {
 
 async fn run(args: Args) -> Result<(), Box<dyn Error + Send + Sync>> {
     let layer = layer(&args)?;
+    // Every proxied request arms a timer (its --request-timeout). tokio wakes its own driver, by a
+    // write(2) to an eventfd, whenever a new timer is due before every other one, which is always
+    // the case when the runtime went to sleep with no timer at all: 0.175 extra system calls per
+    // request under load (`perf stat`, header pair). A timer that is always due within a second
+    // keeps every request's later than the earliest, so arming it costs no system call.
+    tokio::spawn(async {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+        }
+    });
     let mut backends = Backends::new();
     for (id, url) in &args.backends {
         let backend = HttpBackend::builder(url)
