@@ -17,12 +17,19 @@ THREADS=${THREADS:-1}          # worker threads for the gateway, HAProxy and ngi
 CONNECTIONS=${CONNECTIONS:-32}
 OUT=${OUT:-target/bench-e2e.md}
 ONLY=${ONLY:-cookie ip header overhead}   # which groups to measure (a subset of these four words)
-# On two cores, seven threads placed by the scheduler make a round's result depend more on where
-# each landed than on the proxy (single rounds moved by 20-50%). So each proxy gets the same core
-# of its own and wrk with the backends the other; PIN=0 leaves placement to the scheduler.
+# On two cores, threads placed by the scheduler make a round's result depend more on where each
+# landed than on the proxy (single rounds moved by 20-50%), so everything is pinned (PIN=0 leaves
+# placement to the scheduler). Where: requests/s measure the proxy only if the proxy's core is the
+# one that runs out. wrk and the backends together make as many system calls per request as the
+# proxy does (a send and a receive each), so with the backends beside wrk that core ran out first
+# (98-99% busy, the proxy's 80-88%) and every proxy scored the same. So the backends share the
+# proxy's core (as an application does beside its sidecar) and wrk has the other: the proxy's
+# core is the limit, and the table shows both cores' busy time so that this can be checked.
+# BACKEND_CPUS=0 puts the backends beside wrk as before.
 PIN=${PIN:-$([ "$(nproc)" -ge 2 ] && echo 1 || echo 0)}
 PROXY_CPUS=${PROXY_CPUS:-1}
 LOAD_CPUS=${LOAD_CPUS:-0}
+BACKEND_CPUS=${BACKEND_CPUS:-$PROXY_CPUS}
 # A round during which the hypervisor took more than this share of the machine (steal time in
 # /proc/stat) measured the host, not the proxies: it is run again, at most ROUNDS times in all.
 MAX_STEAL_PCT=${MAX_STEAL_PCT:-3}
@@ -33,8 +40,10 @@ BACKEND_IDS=(a b c)
 
 need() { command -v "$1" >/dev/null 2>&1; }
 # Command prefixes (taskset execs the program, so $! is still the program's pid).
-ON_PROXY_CPUS=(); ON_LOAD_CPUS=()
-if [ "$PIN" = 1 ]; then ON_PROXY_CPUS=(taskset -c "$PROXY_CPUS"); ON_LOAD_CPUS=(taskset -c "$LOAD_CPUS"); fi
+ON_PROXY_CPUS=(); ON_LOAD_CPUS=(); ON_BACKEND_CPUS=()
+if [ "$PIN" = 1 ]; then
+    ON_PROXY_CPUS=(taskset -c "$PROXY_CPUS"); ON_LOAD_CPUS=(taskset -c "$LOAD_CPUS"); ON_BACKEND_CPUS=(taskset -c "$BACKEND_CPUS")
+fi
 if ! need haproxy || ! need nginx || ! need wrk || ! need bc || ! need curl; then
     echo "installing haproxy, nginx and wrk" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy nginx wrk curl bc >/dev/null
@@ -59,12 +68,14 @@ wait_port() {
     return 1
 }
 
-for i in 0 1 2; do
-    "${ON_LOAD_CPUS[@]}" target/release/examples/backend --listen "127.0.0.1:${BACKEND_PORTS[$i]}" --id "${BACKEND_IDS[$i]}" --threads 1 &
-    PIDS+=($!)
-done
+# The three backends are one single-threaded process listening on three ports: the same for every
+# proxy, and on a shared core one process to switch to instead of three.
+backend_args=()
+for i in 0 1 2; do backend_args+=(--listen "127.0.0.1:${BACKEND_PORTS[$i]}" --id "${BACKEND_IDS[$i]}"); done
+"${ON_BACKEND_CPUS[@]}" target/release/examples/backend "${backend_args[@]}" --threads 1 &
+PIDS+=($!)
 for port in "${BACKEND_PORTS[@]}"; do wait_port "127.0.0.1:$port"; done
-for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || { echo "a backend failed to start (port in use?)" >&2; exit 1; }; done
+kill -0 "${PIDS[0]}" 2>/dev/null || { echo "the backends failed to start (port in use?)" >&2; exit 1; }
 
 # --- peers' configurations ---------------------------------------------------------------------
 haproxy_cfg() { # $1 = balance lines
@@ -157,27 +168,42 @@ start_proxy() { # $1 = gateway|haproxy|nginx|overhead-bare|overhead-sticky, $2 =
 }
 
 stop_proxies() {
-    for pid in "${PIDS[@]:3}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-    PIDS=("${PIDS[@]:0:3}")
+    for pid in "${PIDS[@]:1}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    PIDS=("${PIDS[@]:0:1}")
     sleep 0.3
 }
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # user + system, in clock ticks
 steal_ticks() { awk '/^cpu / { print $9 }' /proc/stat; }       # the whole machine's, in clock ticks
+# "busy idle" ticks of one CPU (idle = idle + iowait; busy = the rest but steal, guest).
+core_ticks() { awk -v cpu="cpu$1" '$1 == cpu { print $2 + $3 + $4 + $7 + $8, $5 + $6 }' /proc/stat; }
+# Percent busy between two core_ticks readings.
+busy_pct() { # $1 $2 = before, $3 $4 = after
+    local busy=$(($3 - $1)) idle=$(($4 - $2))
+    echo $((busy + idle > 0 ? 100 * busy / (busy + idle) : 0))
+}
+# The first CPU of a taskset list ("1", "0-1", "0,2"): the one whose busy time is reported.
+first_cpu() { local c=${1%%[,-]*}; echo "$c"; }
 
 # One wrk slice against $1 while reading the CPU time of process $2; prints
-# "rps p50_ms p99_ms errors requests cpu_ticks steal_ticks".
+# "rps p50_ms p99_ms errors requests cpu_ticks steal_ticks proxy_core_busy_pct load_core_busy_pct".
 measure() { # $1 = address, $2 = proxy pid, $3 = lua file or ""
     local addr=$1 pid=$2 lua=$3
     local args=(-t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency)
     [ -n "$lua" ] && args+=(-s "$lua")
-    local before after steal_before steal_after
+    local before after steal_before steal_after p0 l0 p1 l1
+    local pcpu lcpu
+    pcpu=$(first_cpu "$PROXY_CPUS"); lcpu=$(first_cpu "$LOAD_CPUS")
     before=$(cpu_ticks "$pid")
     steal_before=$(steal_ticks)
+    p0=$(core_ticks "$pcpu"); l0=$(core_ticks "$lcpu")
     "${ON_LOAD_CPUS[@]}" wrk "${args[@]}" "http://$addr/" > "$WORK/wrk.out" 2>&1 || true
     after=$(cpu_ticks "$pid")
     steal_after=$(steal_ticks)
-    awk -v ticks=$((after - before)) -v steal=$((steal_after - steal_before)) '
+    p1=$(core_ticks "$pcpu"); l1=$(core_ticks "$lcpu")
+    # shellcheck disable=SC2086
+    awk -v ticks=$((after - before)) -v steal=$((steal_after - steal_before)) \
+        -v pbusy="$(busy_pct $p0 $p1)" -v lbusy="$(busy_pct $l0 $l1)" '
         /Requests\/sec/ { rps = $2 }
         /requests in/ { n = $1 }
         /^ +50%/ { p50 = $2 }
@@ -185,15 +211,24 @@ measure() { # $1 = address, $2 = proxy pid, $3 = lua file or ""
         /Non-2xx or 3xx responses/ { err += $5 }
         /Socket errors/ { err += 1 }
         function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-        END { printf "%s %.3f %.3f %d %d %d %d\n", rps, ms(p50), ms(p99), err + 0, n, ticks, steal }
+        END { printf "%s %.3f %.3f %d %d %d %d %d %d\n", rps, ms(p50), ms(p99), err + 0, n, ticks, steal, pbusy, lbusy }
     ' "$WORK/wrk.out"
 }
 
+# wrk's load costs its core less if each request is formatted once, up front, rather than by Lua
+# on every call. In init(), not at load time: only then has wrk set the Host header (without it
+# nginx answers 400).
 cat > "$WORK/users.lua" <<'LUA'
+local requests = {}
+init = function()
+    for i = 0, 9999 do
+        requests[i + 1] = wrk.format("GET", "/", { ["X-User"] = "user-" .. i })
+    end
+end
 local counter = 0
 request = function()
     counter = counter + 1
-    return wrk.format("GET", "/", { ["X-User"] = "user-" .. (counter % 10000) })
+    return requests[counter % #requests + 1]
 end
 LUA
 
@@ -216,13 +251,16 @@ cookies_script() {
         exit 1
     fi
     {
-        echo "local cookies = {"
-        for id in "${!by_backend[@]}"; do echo "    \"${by_backend[$id]}\","; done
-        echo "}"
+        echo "local requests = {}"
+        echo "init = function()"
+        for id in "${!by_backend[@]}"; do
+            echo "    requests[#requests + 1] = wrk.format(\"GET\", \"/\", { [\"Cookie\"] = \"${by_backend[$id]}\" })"
+        done
+        echo "end"
         echo "local counter = 0"
         echo "request = function()"
         echo "    counter = counter + 1"
-        echo '    return wrk.format("GET", "/", { ["Cookie"] = cookies[counter % #cookies + 1] })'
+        echo "    return requests[counter % #requests + 1]"
         echo "end"
     } > "$out"
 }
@@ -230,8 +268,10 @@ cookies_script() {
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 
 # Reads "A-line B-line" pairs (one per round, as printed by measure) on stdin and prints
-# "a_rps b_rps ratio min_ratio median_ratio max_ratio a_p50 a_p99 b_p50 b_p99 a_cpu_us b_cpu_us errors rounds":
-# requests/s over all rounds, the spread of the rounds' own ratios, median latencies, CPU per request.
+# "a_rps b_rps ratio min_ratio median_ratio max_ratio a_p50 a_p99 b_p50 b_p99 a_cpu_us b_cpu_us errors rounds
+#  a_proxy_core_busy a_load_core_busy b_proxy_core_busy b_load_core_busy":
+# requests/s over all rounds, the spread of the rounds' own ratios, median latencies, CPU per
+# request, and the median busy percent of the proxy's core and of wrk's while each side was loaded.
 summarise() {
     awk -v tick_us="$TICK_US" '
         function median(arr, k,   i, j, t) {
@@ -239,20 +279,22 @@ summarise() {
             return k % 2 ? arr[(k + 1) / 2] : (arr[k / 2] + arr[k / 2 + 1]) / 2
         }
         {
-            if (NF < 14) next
+            if (NF < 18) next
             k++
             # wrk runs a little over its duration; time each side by its own requests/s.
-            an += $5; at += $6; bn += $12; bt += $13; err += $4 + $11
-            if ($1 > 0) ad += $5 / $1; if ($8 > 0) bd += $12 / $8
-            r[k] = $1 / $8; ap50[k] = $2; ap99[k] = $3; bp50[k] = $9; bp99[k] = $10
+            an += $5; at += $6; bn += $14; bt += $15; err += $4 + $13
+            if ($1 > 0) ad += $5 / $1; if ($10 > 0) bd += $14 / $10
+            r[k] = $1 / $10; ap50[k] = $2; ap99[k] = $3; bp50[k] = $11; bp99[k] = $12
+            apb[k] = $8; alb[k] = $9; bpb[k] = $17; blb[k] = $18
         }
         END {
-            if (k == 0) { print "n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a 0"; exit }
+            if (k == 0) { print "n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a n/a 0 n/a n/a n/a n/a"; exit }
             lo = hi = r[1]; for (i = 2; i <= k; i++) { if (r[i] < lo) lo = r[i]; if (r[i] > hi) hi = r[i] }
-            printf "%.0f %.0f %.3f %.2f %.2f %.2f %.3f %.3f %.3f %.3f %.1f %.1f %d %d\n",
+            printf "%.0f %.0f %.3f %.2f %.2f %.2f %.3f %.3f %.3f %.3f %.1f %.1f %d %d %d %d %d %d\n",
                 an / ad, bn / bd, (an / ad) / (bn / bd), lo, median(r, k), hi,
                 median(ap50, k), median(ap99, k), median(bp50, k), median(bp99, k),
-                at * tick_us / an, bt * tick_us / bn, err, k
+                at * tick_us / an, bt * tick_us / bn, err, k,
+                median(apb, k), median(alb, k), median(bpb, k), median(blb, k)
         }'
 }
 
@@ -315,9 +357,9 @@ run_pair() { # label, peer kind, peer setup fn, gateway args (string), lua, cook
     side_peer() { measure "$PROXY_PEER" "$peer_pid" "$peer_lua"; }
     local s
     read -r -a s <<< "$(compare gateway side_gateway "$peer" side_peer)"
-    RESULTS+=("$(printf '| %s | %s | %s | %s | **%s** | %s / %s / %s (%s rounds) | %s / %s ms | %s / %s ms | %s / %s µs | %s |' \
+    RESULTS+=("$(printf '| %s | %s | %s | %s | **%s** | %s / %s / %s (%s rounds) | %s / %s ms | %s / %s ms | %s / %s µs | %s%% / %s%% | %s%% / %s%% | %s |' \
         "$label" "$peer" "${s[0]}" "${s[1]}" "${s[2]}" "${s[3]}" "${s[4]}" "${s[5]}" "${s[13]}" \
-        "${s[6]}" "${s[7]}" "${s[8]}" "${s[9]}" "${s[10]}" "${s[11]}" "${s[12]}")")
+        "${s[6]}" "${s[7]}" "${s[8]}" "${s[9]}" "${s[10]}" "${s[11]}" "${s[14]}" "${s[15]}" "${s[16]}" "${s[17]}" "${s[12]}")")
 }
 
 setup_haproxy_cookie() { haproxy_cfg "    balance roundrobin
@@ -348,17 +390,18 @@ if want overhead; then
     side_sticky() { measure "$PROXY_GW" "$sticky_pid" ""; }
     side_bare() { measure "$PROXY_PEER" "$bare_pid" ""; }
     read -r -a o <<< "$(compare sticky side_sticky bare side_bare)"
-    OVERHEAD=$(printf '| in process | Sticky over 3 routers: %s req/s | bare axum router: %s req/s | ratio %s (cost %.1f%%); rounds %s / %s / %s (%s rounds) | CPU per request %s / %s µs |' \
-        "${o[0]}" "${o[1]}" "${o[2]}" "$(echo "(1 - ${o[2]}) * 100" | bc -l)" "${o[3]}" "${o[4]}" "${o[5]}" "${o[13]}" "${o[10]}" "${o[11]}")
+    OVERHEAD=$(printf '| in process | Sticky over 3 routers: %s req/s | bare axum router: %s req/s | ratio %s (cost %.1f%%); rounds %s / %s / %s (%s rounds) | CPU per request %s / %s µs | server core / wrk core busy %s%% / %s%% and %s%% / %s%% |' \
+        "${o[0]}" "${o[1]}" "${o[2]}" "$(echo "(1 - ${o[2]}) * 100" | bc -l)" "${o[3]}" "${o[4]}" "${o[5]}" "${o[13]}" "${o[10]}" "${o[11]}" \
+        "${o[14]}" "${o[15]}" "${o[16]}" "${o[17]}")
 fi
 
 {
     placement="placement left to the scheduler"
-    [ "$PIN" = 1 ] && placement="each proxy on CPU $PROXY_CPUS, wrk and the backends on CPU $LOAD_CPUS"
-    echo "End-to-end, $(nproc) cores ($placement), ${THREADS} proxy thread(s), wrk -t1 -c${CONNECTIONS}, up to ${ROUNDS} alternating rounds of ${DURATION}s per side with both sides up (req/s over all rounds; each round's own ratio min / median / max; median latency; proxy CPU, user + system, per request). Rounds run again for steal time over ${MAX_STEAL_PCT}%: $(wc -l < "$WORK/discarded")."
+    [ "$PIN" = 1 ] && placement="each proxy on CPU $PROXY_CPUS, the backends on CPU $BACKEND_CPUS, wrk on CPU $LOAD_CPUS"
+    echo "End-to-end, $(nproc) cores ($placement), ${THREADS} proxy thread(s), wrk -t1 -c${CONNECTIONS}, up to ${ROUNDS} alternating rounds of ${DURATION}s per side with both sides up (req/s over all rounds; each round's own ratio min / median / max; median latency; proxy CPU, user + system, per request; median busy time of the proxy's core and of wrk's while each side was loaded). Rounds run again for steal time over ${MAX_STEAL_PCT}%: $(wc -l < "$WORK/discarded")."
     echo
-    echo "| stickiness | peer | gateway req/s | peer req/s | gateway / peer | rounds min / median / max | gateway p50 / p99 | peer p50 / p99 | CPU per request gateway / peer | errors |"
-    echo "|---|---|---|---|---|---|---|---|---|---|"
+    echo "| stickiness | peer | gateway req/s | peer req/s | gateway / peer | rounds min / median / max | gateway p50 / p99 | peer p50 / p99 | CPU per request gateway / peer | busy, proxy core / wrk core, gateway | same, peer | errors |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
     printf '%s\n' "${RESULTS[@]}"
     echo
     [ -z "$OVERHEAD" ] || echo "$OVERHEAD"
