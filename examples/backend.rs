@@ -8,7 +8,7 @@
 //!
 //! Several `--listen` / `--id` pairs (the n-th id goes with the n-th address) are several backends
 //! served by one process: the benchmark runs its three backends this way, so that the core they
-//! share with the load generator switches between two processes rather than four.
+//! share with the proxy switches between two processes rather than four.
 
 use std::error::Error;
 use std::net::SocketAddr;
